@@ -1,0 +1,1 @@
+"""The 'Learning PyTorch with Examples' tutorial rebuilt with PyTorch Lightning."""

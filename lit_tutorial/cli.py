@@ -1,0 +1,62 @@
+"""The ``python -m lit_tutorial`` command line: LightningCLI with the model and data picked by ``class_path``."""
+
+import re
+import sys
+from typing import NoReturn
+
+import lightning as L
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lit_tutorial.errors import UserError
+
+# jsonargparse explains a bad value against every member of ``Union[Class, None]``; these lines are that noise.
+_NOISE = re.compile(
+    r"Does not validate against any of the Union subtypes|^Subtypes:|^Errors:|Expected a <class 'NoneType'>"
+    r"|^Given value( type)?:"
+)
+
+
+def _one_sentence(message: str) -> str:
+    lines = [line.strip(" -") for line in str(message).splitlines()]
+    return " ".join(line for line in lines if line and not _NOISE.search(line))
+
+
+class ShortErrorParser(LightningArgumentParser):
+    """Reports a config error as one line instead of the usage screen."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        _exit_with(f"{_one_sentence(message)}. Run with --help to see the accepted keys and types.")
+
+
+def _exit_with(message: str) -> NoReturn:
+    print(f"lit_tutorial: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _user_error_in(error: BaseException) -> UserError | None:
+    """The UserError behind ``error``, which jsonargparse may have wrapped while instantiating classes."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, UserError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run ``fit``/``validate``/``test``/``predict``; a user error ends as one sentence on stderr and exit code 2."""
+    try:
+        LightningCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            parser_class=ShortErrorParser,
+            args=args,
+        )
+    except Exception as error:
+        if (user_error := _user_error_in(error)) is None:
+            raise
+        _exit_with(str(user_error))

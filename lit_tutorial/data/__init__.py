@@ -1,0 +1,5 @@
+"""LightningDataModules: the random tensors of steps 1-8 and the image datasets of steps 9-10."""
+
+from lit_tutorial.data.random_tensors import RandomTensorDataModule
+
+__all__ = ["RandomTensorDataModule"]

@@ -1,0 +1,87 @@
+"""A resumable batch loader over in-memory tensors: no worker processes, no per-sample Python."""
+
+from collections.abc import Iterator
+
+import torch
+
+
+class TensorLoader:
+    """Serves batches of ``tensors`` (indexed on dim 0), shuffled as a function of (seed, epoch).
+
+    It counts its own epochs (one per ``iter()``) and the batches it has served, and Lightning saves that in
+    checkpoints (``state_dict``), so a run resumed mid-epoch continues with the very next batch. Under
+    distributed training each process takes every ``world_size``-th sample of the epoch's order; training
+    drops the uneven tail so every process steps equally often, evaluation keeps it so nothing is counted
+    twice and nothing is missed.
+    """
+
+    def __init__(
+        self,
+        *tensors: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        passes: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+        even_shards: bool = False,
+    ) -> None:
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.passes = passes
+        self.rank = rank
+        self.world_size = world_size
+        self.even_shards = even_shards
+        self.epoch = -1
+        self.served = 0
+        self._resume: dict | None = None
+
+    def _shard_size(self) -> int:
+        n = len(self.tensors[0])
+        if self.even_shards:
+            return n // self.world_size
+        return len(range(self.rank, n, self.world_size))
+
+    def __len__(self) -> int:
+        return self.passes * -(-self._shard_size() // self.batch_size)
+
+    def _indices(self) -> torch.Tensor | None:
+        """This process's sample order for ``self.epoch``; ``None`` means all samples in order (slices, no copy)."""
+        n = len(self.tensors[0])
+        if not self.shuffle and self.world_size == 1:
+            return None
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        else:
+            order = torch.arange(n)
+        return order[self.rank :: self.world_size][: self._shard_size()]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        if self._resume is not None:
+            self.epoch, self.served = self._resume["epoch"], self._resume["served"]
+            self._resume = None
+            if self.served >= len(self):
+                self.epoch, self.served = self.epoch + 1, 0
+        else:
+            self.epoch, self.served = self.epoch + 1, 0
+        return self._batches(self._indices(), self.served)
+
+    def _batches(self, indices: torch.Tensor | None, skip: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        size = self._shard_size()
+        per_pass = -(-size // self.batch_size)
+        for b in range(skip, len(self)):
+            start = (b % per_pass) * self.batch_size
+            stop = min(start + self.batch_size, size)
+            self.served = b + 1
+            if indices is None:
+                yield tuple(t[start:stop] for t in self.tensors)
+            else:
+                yield tuple(t[indices[start:stop]] for t in self.tensors)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "served": self.served}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = dict(state)

@@ -1,0 +1,6 @@
+"""LightningModules: thin wrappers that train the plain nets in ``lit_tutorial.nets``."""
+
+from lit_tutorial.models.from_scratch import FromScratchRegressor, MyReLU
+from lit_tutorial.models.regressor import Regressor
+
+__all__ = ["FromScratchRegressor", "MyReLU", "Regressor"]

@@ -1,0 +1,80 @@
+"""Shared test helpers: run the real CLI in-process and record each training step's loss."""
+
+import os
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from lit_tutorial.cli import main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_process_state(monkeypatch):
+    """seed_everything leaks env vars and pytest's argv would reach the CLI: reset both per test."""
+    monkeypatch.setattr(sys, "argv", ["lit_tutorial"])
+    for var in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
+        monkeypatch.delenv(var, raising=False)
+    yield
+    for var in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
+        os.environ.pop(var, None)
+
+
+def quiet_trainer_args(root: Path) -> list[str]:
+    """CLI flags that keep a test run's files in ``root`` and its output short."""
+    return [
+        f"--trainer.default_root_dir={root}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+
+
+def run_cli(args: list[str], capsys=None) -> tuple[int, str]:
+    """Run ``python -m lit_tutorial`` in-process; return its exit code and stderr (when ``capsys`` is given)."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, (capsys.readouterr().err if capsys is not None else "")
+
+
+class LossRecorder(L.Callback):
+    """Records the loss of every training iteration as the model computed it (before accumulation scaling)."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        # Automatic optimization hands back loss / accumulate_grad_batches; undo it (exact for powers of two).
+        scale = trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
+        self.losses.append(float(loss) * scale)
+
+
+def fit_and_record(model: L.LightningModule, datamodule: L.LightningDataModule, root: Path, **trainer_kwargs):
+    """Fit one epoch on CPU and return the per-iteration losses."""
+    recorder = LossRecorder()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        default_root_dir=root,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+        **trainer_kwargs,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return recorder.losses
+
+
+def assert_curves_equal(actual, expected, rtol: float) -> None:
+    actual, expected = torch.tensor(actual, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64)
+    assert len(actual) == len(expected) >= 50
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=0.0)
