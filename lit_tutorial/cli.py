@@ -43,19 +43,25 @@ def _user_error_in(error: BaseException) -> UserError | None:
     return None
 
 
+def make_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
+    """The project's LightningCLI; with ``run=False`` it only builds the model, data and trainer."""
+    return LightningCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        parser_class=ShortErrorParser,
+        args=args,
+        run=run,
+    )
+
+
 def main(args: list[str] | None = None) -> None:
     """Run ``fit``/``validate``/``test``/``predict``; a user error ends as one sentence on stderr and exit code 2."""
     try:
-        LightningCLI(
-            L.LightningModule,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            auto_configure_optimizers=False,
-            parser_class=ShortErrorParser,
-            args=args,
-        )
+        make_cli(args)
     except Exception as error:
         if (user_error := _user_error_in(error)) is None:
             raise

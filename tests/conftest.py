@@ -78,3 +78,9 @@ def assert_curves_equal(actual, expected, rtol: float) -> None:
     actual, expected = torch.tensor(actual, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64)
     assert len(actual) == len(expected) >= 50
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=0.0)
+
+
+@pytest.fixture
+def vision_data_args():
+    """Extra CLI flags that point an image config at tiny on-disk data (none needed for the regression steps)."""
+    return lambda config: []

@@ -1,0 +1,103 @@
+"""The command line: every config runs, overlays stack, full runs learn, bad input gets one clear sentence."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CONFIGS, LossRecorder, quiet_trainer_args, run_cli
+from lit_tutorial.cli import make_cli
+
+STEP_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if "model:" in p.read_text())
+OVERLAYS = sorted(p for p in CONFIGS.glob("*.yaml") if "model:" not in p.read_text())
+
+
+def test_configs_are_discovered():
+    names = {p.stem for p in STEP_CONFIGS}
+    assert {"step1_warmup", "step3_autograd", "step5_1_accumulate", "step8_control_flow"} <= names
+    assert {"gpu"} <= {p.stem for p in OVERLAYS}
+
+
+@pytest.mark.parametrize("config", STEP_CONFIGS, ids=lambda p: p.stem)
+def test_every_config_fits_with_fast_dev_run(config, tmp_path, vision_data_args):
+    code, _ = run_cli(
+        ["fit", "--config", str(config), "--trainer.fast_dev_run=true", *quiet_trainer_args(tmp_path)]
+        + vision_data_args(config)
+    )
+    assert code == 0
+
+
+def test_gpu_overlay_stacks_after_a_step_config(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        make_cli(["fit", "--config", str(CONFIGS / "step6_optim.yaml"), "--config", str(CONFIGS / "gpu.yaml"),
+                  "--print_config"])
+    assert exit_.value.code == 0
+    printed = capsys.readouterr().out
+    assert "accelerator: gpu" in printed and "torch.optim.Adam" in printed
+
+
+# Ratio of the last to the first of the 500 losses, bounded a decade above what these configs reach here.
+FULL_RUN_BOUNDS = {
+    "step1_warmup": 1e-13,
+    "step3_autograd": 1e-11,
+    "step4_custom_function": 1e-11,
+    "step5_nn": 1e-7,
+    "step5_1_accumulate": 3e-3,
+    "step6_optim": 1e-9,
+    "step7_custom_module": 1e-7,
+    "step8_control_flow": 1e-2,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FULL_RUN_BOUNDS))
+def test_full_500_iteration_run_lowers_the_loss(name, tmp_path):
+    cli = make_cli(["--config", str(CONFIGS / f"{name}.yaml"), "--trainer.logger=false",
+                    "--trainer.enable_checkpointing=false", *quiet_trainer_args(tmp_path)], run=False)
+    recorder = LossRecorder()
+    cli.trainer.callbacks.append(recorder)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    losses = recorder.losses
+    assert len(losses) == 500
+    assert losses[-1] / losses[0] < FULL_RUN_BOUNDS[name]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("--data.init_args.nn=3", "Option 'nn' is not accepted"),
+        ("--data.init_args.n=abc", "Expected a <class 'int'>. Got value: abc"),
+        ("--data.init_args.n=0", "data.n must be > 0, got 0"),
+        ("--data.init_args.d_in=-5", "data.d_in must be > 0, got -5"),
+        ("--data.init_args.steps=0", "data.steps must be > 0, got 0"),
+        ("--model.init_args.optimizer.init_args.lr=0", "model.optimizer.lr must be > 0, got 0.0"),
+        ("--model.init_args.optimizer.init_args.lr=-1e-4", "model.optimizer: Invalid learning rate: -0.0001"),
+        ("--model.init_args.optimizer.init_args.momentum=-1", "model.optimizer: Invalid momentum value: -1.0"),
+        ("--trainer.max_epochs=x", 'Parser key "trainer.max_epochs"'),
+    ],
+)
+def test_bad_input_is_one_clear_sentence(override, expected, tmp_path, capsys):
+    config = CONFIGS / "step8_control_flow.yaml"
+    code, err = run_cli(["fit", "--config", str(config), override, *quiet_trainer_args(tmp_path)], capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("lit_tutorial: error:")]
+    assert len(lines) == 1 and expected in lines[0], err
+    assert "Traceback" not in err and "usage:" not in err
+
+
+def test_from_scratch_lr_must_be_positive(tmp_path, capsys):
+    code, err = run_cli(["fit", "--config", str(CONFIGS / "step3_autograd.yaml"), "--model.init_args.lr=-1",
+                         *quiet_trainer_args(tmp_path)], capsys)
+    assert code == 2 and "lit_tutorial: error: model.lr must be > 0, got -1.0" in err
+
+
+def test_missing_config_file_is_named(tmp_path, capsys):
+    code, err = run_cli(["fit", "--config", str(tmp_path / "nope.yaml")], capsys)
+    assert code == 2 and "nope.yaml" in err and "does not exist" in err
+
+
+def test_python_dash_m_help_lists_the_subcommands():
+    result = subprocess.run([sys.executable, "-m", "lit_tutorial", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0
+    for subcommand in ("fit", "validate", "test", "predict"):
+        assert subcommand in result.stdout
