@@ -28,6 +28,21 @@ class ShortErrorParser(LightningArgumentParser):
         _exit_with(f"{_one_sentence(message)}. Run with --help to see the accepted keys and types.")
 
 
+class LitTutorialCLI(LightningCLI):
+    """LightningCLI that hands the DataModule's class names to the model, so they are never typed twice."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments(
+            "data", "model.init_args.class_names", compute_fn=_class_names_of, apply_on="instantiate"
+        )
+
+
+def _class_names_of(datamodule: L.LightningDataModule) -> list[str] | None:
+    """The regression DataModules have no classes; their models take no ``class_names``."""
+    names = getattr(datamodule, "class_names", None)
+    return list(names) if names else None
+
+
 def _exit_with(message: str) -> NoReturn:
     print(f"lit_tutorial: error: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -45,7 +60,7 @@ def _user_error_in(error: BaseException) -> UserError | None:
 
 def make_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     """The project's LightningCLI; with ``run=False`` it only builds the model, data and trainer."""
-    return LightningCLI(
+    return LitTutorialCLI(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,

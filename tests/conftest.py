@@ -7,8 +7,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import torchvision
 
 from lit_tutorial.cli import main
+from lit_tutorial.data.formats import write_cifar10, write_mnist
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -80,7 +82,35 @@ def assert_curves_equal(actual, expected, rtol: float) -> None:
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=0.0)
 
 
+@pytest.fixture(scope="session")
+def tiny_vision_root(tmp_path_factory) -> Path:
+    """40 train and 21 test random images each of CIFAR10 and MNIST, in torchvision's on-disk formats."""
+    root = tmp_path_factory.mktemp("vision_data")
+    generator = torch.Generator().manual_seed(0)
+
+    def split(n: int, channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=generator)
+        return images, torch.arange(n) % 10
+
+    write_cifar10(root, split(40, 3, 32), split(21, 3, 32))
+    write_mnist(root, split(40, 1, 28), split(21, 1, 28))
+    return root
+
+
 @pytest.fixture
-def vision_data_args():
-    """Extra CLI flags that point an image config at tiny on-disk data (none needed for the regression steps)."""
-    return lambda config: []
+def trust_cifar_files(monkeypatch):
+    """Hand-made CIFAR10 files cannot match torchvision's md5 sums; skip that check as torchvision's tests do."""
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
+
+
+@pytest.fixture
+def vision_data_args(tiny_vision_root, trust_cifar_files):
+    """Extra CLI flags that point an image config at the tiny on-disk data (none for the other configs)."""
+
+    def args(config: Path) -> list[str]:
+        if "data_dir" not in config.read_text():
+            return []
+        return [f"--data.init_args.data_dir={tiny_vision_root}", "--data.init_args.download=false",
+                "--data.init_args.val_size=8"]
+
+    return args

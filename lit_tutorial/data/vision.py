@@ -1,0 +1,320 @@
+"""Steps 9-10's data: CIFAR10, MNIST and scikit-learn's bundled digits, decoded once into uint8 tensors.
+
+Each DataModule loads its dataset through the real ``torchvision.datasets`` class, keeps the images as one uint8
+tensor (N, C, H, W), serves batches with :class:`TensorLoader` and normalises whole batches after they reach the
+device (``ToTensor`` + ``Normalize``, done once per batch instead of once per image through PIL).
+"""
+
+import hashlib
+import json
+import pickle
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+import torchvision
+from lightning.pytorch.utilities import rank_zero_info
+from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+
+from lit_tutorial.data.loader import TensorLoader
+from lit_tutorial.errors import UserError, require_positive
+
+Stats = list[float] | Literal["auto"]
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images scaled to [0, 1], streamed in chunks with float64 sums.
+
+    The tutorial's recipe: for each channel, the mean over all pixels of all images, then the square root of the
+    mean squared deviation (the population std).
+    """
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk].to(torch.float64).div_(255)
+        total += block.sum(dim=(0, 2, 3))
+        total_sq += block.square().sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean.square()).clamp_(min=0).sqrt()
+    return mean.tolist(), std.tolist()
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Shared machinery: seeded train/val split, normalisation, resumable in-memory loaders."""
+
+    class_names: tuple[str, ...] = ()
+    default_stats: tuple[Stats, Stats] = ("auto", "auto")
+
+    def __init__(
+        self,
+        data_dir: str | None = "data",
+        download: bool = True,
+        batch_size: int = 64,
+        val_size: int = 5000,
+        seed: int = 0,
+        mean: Stats | None = None,
+        std: Stats | None = None,
+        device_resident: bool = False,
+    ) -> None:
+        super().__init__()
+        require_positive("data.batch_size", batch_size)
+        if val_size < 0:
+            raise UserError(f"data.val_size must be >= 0, got {val_size}; use 0 for no validation split.")
+        mean, std = (mean, std) if mean is not None or std is not None else self.default_stats
+        if (mean == "auto") != (std == "auto"):
+            raise UserError("data.mean and data.std must both be 'auto' or both be lists; got one of each.")
+        if mean != "auto":
+            if std is None or len(mean) != len(std) or any(not s > 0 for s in std):
+                raise UserError(f"data.std must list one positive value per channel like data.mean {mean}; got {std}.")
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.mean, self.std = mean, std
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._loaders: dict[str, TensorLoader] = {}
+
+    # --- what a dataset provides -------------------------------------------------------------------------------
+    def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (N, C, H, W) and int64 labels of the train or test set."""
+        raise NotImplementedError
+
+    # --- Lightning hooks ---------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate") and "train" not in self.splits:
+            images, labels = self.load(train=True)
+            if self.hparams.val_size >= len(images):
+                raise UserError(
+                    f"data.val_size={self.hparams.val_size} leaves no training images out of {len(images)}; lower it."
+                )
+            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.seed))
+            val, train = order[: self.hparams.val_size], order[self.hparams.val_size :]
+            self.splits["train"] = (images[train], labels[train])
+            self.splits["val"] = (images[val], labels[val])
+            if self.mean == "auto":
+                self.mean, self.std = self._auto_stats(self.splits["train"][0])
+        if stage in ("test", "predict") and "test" not in self.splits:
+            self.splits["test"] = self.load(train=False)
+            if self.mean == "auto":
+                self.mean, self.std = self._auto_stats(self._train_split_for_stats())
+        if self.hparams.device_resident and self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
+
+    def train_dataloader(self) -> TensorLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> TensorLoader | list:
+        return self._loader("val") if len(self.splits["val"][0]) else []
+
+    def test_dataloader(self) -> TensorLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> TensorLoader:
+        images, labels = self.splits["test"]
+        return self._loader("predict", tensors=(images, labels, torch.arange(len(images), device=images.device)))
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, *rest = batch
+        return (self.normalize(images), *rest)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """``ToTensor`` then ``Normalize(mean, std)``, on a whole uint8 batch at once."""
+        shape = (1, -1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=images.device).view(shape)
+        std = torch.tensor(self.std, dtype=torch.float32, device=images.device).view(shape)
+        return images.float().div(255).sub(mean).div(std)
+
+    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Back to [0, 1] for display (the tutorial's ``img / 2 + 0.5``)."""
+        shape = (1, -1, 1, 1)
+        mean = torch.tensor(self.mean, device=images.device).view(shape)
+        std = torch.tensor(self.std, device=images.device).view(shape)
+        return (images * std + mean).clamp(0, 1)
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean, self.std = state["mean"], state["std"]
+
+    # --- internals ---------------------------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool = False, tensors: tuple | None = None) -> TensorLoader:
+        # One loader per split for the whole run: its epoch/position state is what checkpoints save.
+        if split not in self._loaders:
+            trainer = self.trainer
+            self._loaders[split] = TensorLoader(
+                *(tensors or self.splits[split]),
+                batch_size=self.hparams.batch_size,
+                shuffle=shuffle,
+                seed=self.hparams.seed,
+                rank=trainer.global_rank if trainer else 0,
+                world_size=trainer.world_size if trainer else 1,
+                even_shards=split == "train",
+            )
+        return self._loaders[split]
+
+    def _train_split_for_stats(self) -> torch.Tensor:
+        images, _ = self.load(train=True)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.seed))
+        return images[order[self.hparams.val_size :]]
+
+    def _auto_stats(self, train_images: torch.Tensor) -> tuple[list[float], list[float]]:
+        """Mean/std of the training split, cached beside the data (keyed by the split) and logged."""
+        key = hashlib.sha1(f"{type(self).__name__}-{self.hparams.seed}-{self.hparams.val_size}-{len(train_images)}"
+                           .encode()).hexdigest()[:12]
+        cache = self.data_dir / f"{type(self).__name__}_stats_{key}.json" if self.data_dir else None
+        if cache is not None and cache.exists():
+            stats = json.loads(cache.read_text())
+            mean, std = stats["mean"], stats["std"]
+        else:
+            mean, std = channel_stats(train_images)
+            if cache is not None and self.data_dir.is_dir():
+                tmp = cache.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"mean": mean, "std": std}))
+                tmp.replace(cache)
+        rank_zero_info(f"Normalize: per-channel mean {mean}, std {std} (training split, 'auto')")
+        if self.trainer is not None and self.trainer.logger is not None:
+            self.trainer.logger.log_hyperparams({"data_mean": mean, "data_std": std})
+        return mean, std
+
+
+def _download_failed(dataset: str, root: Path, url: str, error: BaseException) -> UserError:
+    return UserError(
+        f"could not download {dataset} into {root} ({error}); fetch {url} by hand, put it in {root} "
+        "as described in the README, and run again with data.download: false."
+    )
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """CIFAR10 through ``torchvision.datasets.CIFAR10``; the tutorial's batch 4 and Normalize(0.5, 0.5)."""
+
+    class_names = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    default_stats = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        download: bool = True,
+        batch_size: int = 4,
+        val_size: int = 5000,
+        seed: int = 0,
+        mean: Stats | None = None,
+        std: Stats | None = None,
+        device_resident: bool = False,
+    ) -> None:
+        super().__init__(data_dir, download, batch_size, val_size, seed, mean, std, device_resident)
+
+    def prepare_data(self) -> None:
+        if self.hparams.download and self._problem() is not None:
+            try:
+                torchvision.datasets.CIFAR10(self.data_dir, train=True, download=True)
+            except OSError as error:  # URLError, timeouts, refused connections, disk full
+                raise _download_failed("CIFAR10", self.data_dir, torchvision.datasets.CIFAR10.url, error) from error
+
+    def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if (problem := self._problem()) is not None:
+            raise UserError(problem)
+        dataset = torchvision.datasets.CIFAR10(self.data_dir, train=train, download=False)
+        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
+        return images, torch.tensor(dataset.targets, dtype=torch.int64)
+
+    def _problem(self) -> str | None:
+        """What is wrong with the files under ``data_dir``, as one sentence; ``None`` if they are all readable."""
+        cifar = torchvision.datasets.CIFAR10
+        folder = self.data_dir / cifar.base_folder
+        files = [*cifar.train_list, *cifar.test_list, [cifar.meta["filename"], cifar.meta["md5"]]]
+        missing = [name for name, _ in files if not (folder / name).is_file()]
+        if missing:
+            return (
+                f"CIFAR10 not found: {folder} lacks {', '.join(missing)}; set data.download: true, or download "
+                f"{cifar.url} and extract it into {self.data_dir} (it unpacks to {cifar.base_folder}/)."
+            )
+        for name, md5 in files:
+            path = folder / name
+            if not torchvision.datasets.cifar.check_integrity(str(path), md5) or not _unpickles(path):
+                return f"CIFAR10 file {path} is corrupt or truncated; delete it and download the dataset again."
+        return None
+
+
+def _unpickles(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            pickle.load(f, encoding="latin1")
+        return True
+    except Exception:  # any failure to decode means the file is unusable
+        return False
+
+
+class MNISTDataModule(ImageDataModule):
+    """MNIST through ``torchvision.datasets.MNIST``: 28x28 grey digits, normalised with the usual (0.1307, 0.3081)."""
+
+    class_names = tuple(str(d) for d in range(10))
+    default_stats = ([0.1307], [0.3081])
+
+    def prepare_data(self) -> None:
+        if self.hparams.download and self._problem() is not None:
+            try:
+                torchvision.datasets.MNIST(self.data_dir, train=True, download=True)
+            except (OSError, RuntimeError) as error:  # torchvision reports failed mirrors as RuntimeError
+                first_line = str(error).splitlines()[0]
+                mirror = torchvision.datasets.MNIST.mirrors[0]
+                raise _download_failed("MNIST", self.data_dir, f"{mirror}<file>.gz for each of the four files",
+                                       first_line) from error
+
+    def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if (problem := self._problem()) is not None:
+            raise UserError(problem)
+        dataset = torchvision.datasets.MNIST(self.data_dir, train=train, download=False)
+        return dataset.data.unsqueeze(1).contiguous(), dataset.targets.to(torch.int64)
+
+    def _problem(self) -> str | None:
+        raw = self.data_dir / "MNIST" / "raw"
+        names = [Path(name).stem for name, _ in torchvision.datasets.MNIST.resources]
+        missing = [name for name in names if not (raw / name).is_file()]
+        if missing:
+            return (
+                f"MNIST not found: {raw} lacks {', '.join(missing)}; set data.download: true, or download the four "
+                f"{', '.join(name + '.gz' for name in missing)} files and gunzip them into {raw}."
+            )
+        for name in names:
+            try:
+                read_sn3_pascalvincent_tensor(str(raw / name), strict=False)
+            except Exception:  # any failure to parse the IDX file means it is unusable
+                return f"MNIST file {raw / name} is corrupt or truncated; delete it and download the dataset again."
+        return None
+
+
+class DigitsDataModule(ImageDataModule):
+    """scikit-learn's 1,797 real 8x8 handwritten digits, scaled to 20x20 and centred in 28x28 like MNIST; offline."""
+
+    class_names = tuple(str(d) for d in range(10))
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        val_size: int = 180,
+        test_size: int = 360,
+        seed: int = 0,
+        mean: Stats | None = None,
+        std: Stats | None = None,
+        device_resident: bool = False,
+    ) -> None:
+        super().__init__(None, False, batch_size, val_size, seed, mean, std, device_resident)
+        require_positive("data.test_size", test_size)
+
+    def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as error:
+            raise UserError('the digits data needs scikit-learn: pip install -e ".[digits]"') from error
+        digits = load_digits()
+        images = torch.from_numpy(digits.images).float().mul(255 / 16).unsqueeze(1)
+        images = torch.nn.functional.interpolate(images, size=(20, 20), mode="bilinear", align_corners=False)
+        images = torch.nn.functional.pad(images, (4, 4, 4, 4)).round().clamp(0, 255).to(torch.uint8)
+        labels = torch.from_numpy(digits.target).to(torch.int64)
+        # A fixed test set: the same seed-independent permutation every run, so test accuracy is comparable.
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(1797))
+        test, train_ = order[: self.hparams.test_size], order[self.hparams.test_size :]
+        chosen = train_ if train else test
+        return images[chosen], labels[chosen]

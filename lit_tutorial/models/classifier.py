@@ -1,0 +1,112 @@
+"""Steps 9-10: an image classifier over any plain net, with overall and per-class accuracy in the test stage."""
+
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.wrappers import ClasswiseWrapper
+
+from lit_tutorial import plots
+from lit_tutorial.errors import UserError
+from lit_tutorial.models.optim import build_optimizer
+
+
+class ImageClassifier(L.LightningModule):
+    """Cross-entropy training of ``net``; ``class_names`` comes from the DataModule (linked by the CLI)."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerCallable = torch.optim.SGD,
+        class_names: list[str] | None = None,
+        sample_images: int = 16,
+    ) -> None:
+        super().__init__()
+        if not class_names:
+            raise UserError("model.class_names is empty: pair ImageClassifier with an image DataModule.")
+        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.net = net
+        self.optimizer = optimizer
+        num_classes = len(class_names)
+        self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.test_per_class = ClasswiseWrapper(
+            MulticlassAccuracy(num_classes, average=None), labels=list(class_names), prefix="test_acc_"
+        )
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self._samples: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        self.train_accuracy(logits, labels)
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("train_acc", self.train_accuracy, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.val_accuracy(logits, labels)
+        self.log("val_loss", F.cross_entropy(logits, labels), prog_bar=True)
+        self.log("val_acc", self.val_accuracy, prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.test_accuracy.update(logits, labels)
+        self.test_per_class.update(logits, labels)
+        self.test_confusion.update(logits, labels)
+        if batch_idx == 0:
+            count = self.hparams.sample_images
+            self._samples = (images[:count], labels[:count], logits[:count].argmax(dim=1))
+
+    def on_test_epoch_end(self) -> None:
+        overall = self.test_accuracy.compute()
+        per_class = self.test_per_class.compute()
+        confusion = self.test_confusion.compute()
+        self.log("test_acc", overall)
+        self.log_dict(per_class)
+        for metric in (self.test_accuracy, self.test_per_class, self.test_confusion):
+            metric.reset()
+        totals = confusion.sum(dim=1).tolist()
+        rows = [(name, per_class[f"test_acc_{name}"].item(), int(confusion[i, i]), int(totals[i]))
+                for i, name in enumerate(self.hparams.class_names)]
+        if self.trainer.is_global_zero:
+            print(plots.accuracy_table(overall.item(), rows))
+            self._write_figures(confusion)
+
+    def _write_figures(self, confusion: torch.Tensor) -> None:
+        """Confusion matrix and the tutorial's GT-vs-Pred image grid: PNGs in the log dir, and in TensorBoard."""
+        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        names = list(self.hparams.class_names)
+        figures = {"confusion_matrix": plots.confusion_figure(confusion.cpu(), names)}
+        if self._samples is not None:
+            images, truth, predicted = (t.cpu() for t in self._samples)
+            datamodule = self.trainer.datamodule
+            shown = datamodule.denormalize(images) if hasattr(datamodule, "denormalize") else images
+            figures["test_samples"] = plots.sample_grid_figure(shown, truth, predicted, names)
+        for name, figure in figures.items():
+            plots.save_png(figure, out / f"{name}.png")
+            if isinstance(self.logger, TensorBoardLogger):
+                self.logger.experiment.add_figure(f"test/{name}", figure, global_step=self.global_step)
+            plots.close(figure)
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        images, _, index = batch
+        probability, predicted = F.softmax(self(images), dim=1).max(dim=1)
+        return {"index": index, "predicted": predicted, "probability": probability}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.optimizer, self.parameters())
