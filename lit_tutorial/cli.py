@@ -1,12 +1,15 @@
 """The ``python -m lit_tutorial`` command line: LightningCLI with the model and data picked by ``class_path``."""
 
+import os
 import re
 import sys
 from typing import NoReturn
 
 import lightning as L
+import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lit_tutorial.checkpointing import ResumeCheckpoint, resolve_checkpoint
 from lit_tutorial.errors import UserError
 
 # jsonargparse explains a bad value against every member of ``Union[Class, None]``; these lines are that noise.
@@ -29,12 +32,33 @@ class ShortErrorParser(LightningArgumentParser):
 
 
 class LitTutorialCLI(LightningCLI):
-    """LightningCLI that hands the DataModule's class names to the model, so they are never typed twice."""
+    """LightningCLI that links class names, checks the accelerator and resolves ``--ckpt_path last``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The DataModule's class names go to the model, so they are never typed twice.
         parser.link_arguments(
             "data", "model.init_args.class_names", compute_fn=_class_names_of, apply_on="instantiate"
         )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.trainer.enable_checkpointing is False:  # the user's choice wins over our ResumeCheckpoint
+            self.trainer_defaults.pop("callbacks", None)
+        accelerator = str(config.trainer.accelerator)
+        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise UserError(
+                f"trainer.accelerator is {accelerator} but this machine has no usable CUDA GPU; drop the GPU "
+                "overlay (configs/gpu.yaml) or pass --trainer.accelerator=cpu."
+            )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        # Before LightningCLI itself opens the checkpoint: ``last`` becomes a path, and a bad file is explained.
+        subcommand = self.config.get("subcommand")
+        if subcommand and self.config[subcommand].get("ckpt_path"):
+            config = self.config[subcommand]
+            root = config.trainer.default_root_dir or os.getcwd()
+            config.ckpt_path = resolve_checkpoint(config.ckpt_path, root)
 
 
 def _class_names_of(datamodule: L.LightningDataModule) -> list[str] | None:
@@ -66,6 +90,10 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "callbacks": [ResumeCheckpoint()],
+            "deterministic": True,
+        },
         auto_configure_optimizers=False,
         parser_class=ShortErrorParser,
         args=args,

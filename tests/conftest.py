@@ -1,6 +1,7 @@
 """Shared test helpers: run the real CLI in-process and record each training step's loss."""
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -114,3 +115,17 @@ def vision_data_args(tiny_vision_root, trust_cifar_files):
                 "--data.init_args.val_size=8"]
 
     return args
+
+
+class InterruptAt(L.Callback):
+    """Interrupts a fit right after optimizer step ``step``: Ctrl-C (``KeyboardInterrupt``) or a hard ``SIGKILL``."""
+
+    def __init__(self, step: int, how: str = "ctrl_c") -> None:
+        self.step = step
+        self.how = how
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            if self.how == "sigkill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise KeyboardInterrupt

@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from torchmetrics.wrappers import ClasswiseWrapper
 
 from lit_tutorial import plots
-from lit_tutorial.errors import UserError
+from lit_tutorial.errors import UserError, ensure_finite
 from lit_tutorial.models.optim import build_optimizer
 
 
@@ -49,6 +49,7 @@ class ImageClassifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
+        ensure_finite(loss, self, batch_idx)
         self.train_accuracy(logits, labels)
         self.log("train_loss", loss, prog_bar=True)
         self.log("train_acc", self.train_accuracy, on_step=False, on_epoch=True)
@@ -82,13 +83,14 @@ class ImageClassifier(L.LightningModule):
         totals = confusion.sum(dim=1).tolist()
         rows = [(name, per_class[f"test_acc_{name}"].item(), int(confusion[i, i]), int(totals[i]))
                 for i, name in enumerate(self.hparams.class_names)]
+        # log_dir is a collective call under DDP (every process must make it); fast_dev_run has none.
+        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         if self.trainer.is_global_zero:
             print(plots.accuracy_table(overall.item(), rows))
-            self._write_figures(confusion)
+            self._write_figures(confusion, out)
 
-    def _write_figures(self, confusion: torch.Tensor) -> None:
+    def _write_figures(self, confusion: torch.Tensor, out: Path) -> None:
         """Confusion matrix and the tutorial's GT-vs-Pred image grid: PNGs in the log dir, and in TensorBoard."""
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
         names = list(self.hparams.class_names)
         figures = {"confusion_matrix": plots.confusion_figure(confusion.cpu(), names)}

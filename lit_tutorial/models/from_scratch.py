@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from lit_tutorial.errors import require_positive
+from lit_tutorial.errors import ensure_finite, require_positive
 
 
 class MyReLU(torch.autograd.Function):
@@ -85,6 +85,7 @@ class FromScratchRegressor(L.LightningModule):
         else:
             loss = (self(x) - y).pow(2).sum()
             self.manual_backward(loss)
+        ensure_finite(loss, self, batch_idx)  # before the update, so the weights stay finite
         optimizer.step()
         optimizer.zero_grad()
         self.log("train_loss", loss, prog_bar=True)

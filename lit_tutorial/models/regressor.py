@@ -5,6 +5,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
+from lit_tutorial.errors import ensure_finite
 from lit_tutorial.models.optim import build_optimizer
 
 
@@ -23,6 +24,7 @@ class Regressor(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = self.loss_fn(self(x), y)
+        ensure_finite(loss, self, batch_idx)
         self.log("train_loss", loss, prog_bar=True)
         return loss
 

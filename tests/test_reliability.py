@@ -1,0 +1,177 @@
+"""Resume after a crash, atomic checkpoints, clear failures, determinism and DDP."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CONFIGS, LossRecorder, quiet_trainer_args, run_cli
+from lit_tutorial.checkpointing import AtomicCheckpointIO
+from lit_tutorial.cli import make_cli
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def _final_weights(root: Path) -> dict[str, torch.Tensor]:
+    return torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), key
+
+
+def _interrupt(step: int, how: str = "ctrl_c") -> list[str]:
+    return ["--trainer.callbacks+=conftest.InterruptAt", f"--trainer.callbacks.step={step}",
+            f"--trainer.callbacks.how={how}"]
+
+
+REGRESSION = ["--config", str(CONFIGS / "step8_control_flow.yaml"), "--data.init_args.steps=30",
+              "--trainer.max_epochs=2"]
+
+
+def _cifar(data_dir) -> list[str]:
+    return ["--config", str(CONFIGS / "cifar10.yaml"), f"--data.init_args.data_dir={data_dir}",
+            "--data.init_args.download=false", "--data.init_args.val_size=8", "--data.init_args.batch_size=4",
+            "--trainer.max_epochs=2"]
+
+
+@pytest.mark.parametrize("interrupt_step", [17, 30], ids=["within_epoch", "epoch_boundary"])
+@pytest.mark.parametrize("workload", ["regression", "cifar10"])
+def test_ctrl_c_then_resume_equals_uninterrupted(workload, interrupt_step, tmp_path, tiny_vision_root,
+                                                 trust_cifar_files):
+    # cifar10: 32 training images at batch 4 = 8 steps per epoch; regression: 30 steps per epoch.
+    step = interrupt_step if workload == "regression" else {17: 5, 30: 8}[interrupt_step]
+    base = REGRESSION if workload == "regression" else _cifar(tiny_vision_root)
+    assert run_cli(["fit", *base, *quiet_trainer_args(tmp_path / "straight")])[0] == 0
+
+    crashed = tmp_path / "crashed"
+    assert run_cli(["fit", *base, *_interrupt(step), *quiet_trainer_args(crashed)])[0] != 0
+    assert torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
+    assert run_cli(["fit", *base, "--ckpt_path", "last", *quiet_trainer_args(crashed)])[0] == 0
+
+    _assert_same_weights(_final_weights(crashed), _final_weights(tmp_path / "straight"))
+
+
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
+    """A hard kill writes nothing: the run resumes from the epoch-end checkpoint and replays the lost steps."""
+    assert run_cli(["fit", *REGRESSION, *quiet_trainer_args(tmp_path / "straight")])[0] == 0
+    crashed = tmp_path / "crashed"
+    command = [sys.executable, "-m", "lit_tutorial", "fit", *REGRESSION, *_interrupt(45, "sigkill"),
+               *quiet_trainer_args(crashed)]
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert result.returncode == -9
+    assert torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 30
+    assert run_cli(["fit", *REGRESSION, "--ckpt_path", "last", *quiet_trainer_args(crashed)])[0] == 0
+    _assert_same_weights(_final_weights(crashed), _final_weights(tmp_path / "straight"))
+
+
+def test_interrupted_save_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def torn_save(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # the process is stopped in the middle of writing
+
+    monkeypatch.setattr(torch, "save", torn_save)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def _error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("lit_tutorial: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_resume_last_without_a_checkpoint_is_an_error(tmp_path, capsys):
+    code, err = run_cli(["fit", *REGRESSION, "--ckpt_path", "last", *quiet_trainer_args(tmp_path)], capsys)
+    assert code == 2 and "there is no" in _error_line(err) and "last.ckpt to resume from" in err
+
+
+def test_unreadable_checkpoint_is_an_error(tmp_path, capsys):
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"PK\x03\x04 not really")
+    code, err = run_cli(["test", "--config", str(CONFIGS / "digits.yaml"), "--ckpt_path", str(broken),
+                         *quiet_trainer_args(tmp_path)], capsys)
+    assert code == 2 and f"checkpoint {broken} is unreadable" in _error_line(err)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    step5 = ["--config", str(CONFIGS / "step5_nn.yaml"), "--data.init_args.steps=20"]
+    assert run_cli(["fit", *step5, *quiet_trainer_args(tmp_path)])[0] == 0
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    good = last.read_bytes()
+
+    code, err = run_cli(["fit", *step5, "--model.init_args.optimizer.init_args.lr=1.0e4",
+                         *quiet_trainer_args(tmp_path)], capsys)
+    line = _error_line(err)
+    assert code == 2 and re.search(r"the loss is (nan|inf) at epoch 0, batch \d+", line), line
+    assert last.read_bytes() == good
+    assert all(torch.isfinite(t).all() for t in torch.load(last, weights_only=True)["state_dict"].values())
+
+
+def test_gpu_overlay_without_gpu_is_one_sentence(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, err = run_cli(["fit", *REGRESSION, "--config", str(CONFIGS / "gpu.yaml"), *quiet_trainer_args(tmp_path)],
+                        capsys)
+    assert code == 2 and "no usable CUDA GPU" in _error_line(err) and "--trainer.accelerator=cpu" in err
+
+
+@pytest.mark.parametrize("config", ["step8_control_flow", "digits"])
+def test_same_config_and_seed_give_identical_loss_curves(config, tmp_path):
+    curves = []
+    for run in range(2):
+        cli = make_cli(["--config", str(CONFIGS / f"{config}.yaml"), "--trainer.max_epochs=1",
+                        "--trainer.limit_train_batches=15", "--trainer.logger=false",
+                        *quiet_trainer_args(tmp_path / str(run))], run=False)
+        recorder = LossRecorder()
+        cli.trainer.callbacks.append(recorder)
+        cli.trainer.fit(cli.model, cli.datamodule)
+        curves.append(recorder.losses)
+    assert len(curves[0]) == 15 and curves[0] == curves[1]
+
+
+def _per_class_rows(stdout: str) -> dict[str, tuple[int, int]]:
+    return {m[1]: (int(m[2]), int(m[3])) for m in re.finditer(r"^(\d)\s+[\d.]+%\s+(\d+)/(\d+)$", stdout, re.M)}
+
+
+def test_ddp_two_processes_per_class_test_accuracy_is_exact(tiny_vision_root, tmp_path, capsys):
+    """21 test images over 2 processes: every image counted once, and the same numbers as one process."""
+    args = ["test", "--config", str(CONFIGS / "mnist.yaml"), f"--data.init_args.data_dir={tiny_vision_root}",
+            "--data.init_args.download=false", "--trainer.accelerator=cpu"]
+    assert run_cli([*args, *quiet_trainer_args(tmp_path / "one")])[0] == 0
+    single = _per_class_rows(capsys.readouterr().out)
+    result = subprocess.run(
+        [sys.executable, "-m", "lit_tutorial", *args, "--trainer.strategy=ddp", "--trainer.devices=2",
+         *quiet_trainer_args(tmp_path / "ddp")], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ddp = _per_class_rows(result.stdout)
+    assert sum(total for _, total in ddp.values()) == 21
+    assert ddp == single
+
+
+def test_ddp_regression_step_trains(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lit_tutorial", "fit", "--config", str(CONFIGS / "step6_optim.yaml"),
+         "--data.init_args.steps=50", "--trainer.accelerator=cpu", "--trainer.strategy=ddp", "--trainer.devices=2",
+         "--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={tmp_path}", "--trainer.log_every_n_steps=1",
+         *quiet_trainer_args(tmp_path)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    losses = [float(line.split(",")[-1]) for line in metrics.read_text().splitlines()[1:] if line.split(",")[-1]]
+    assert len(losses) == 50 and losses[-1] < 0.5 * losses[0]
