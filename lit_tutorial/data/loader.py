@@ -1,6 +1,6 @@
 """A resumable batch loader over in-memory tensors: no worker processes, no per-sample Python."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -8,8 +8,9 @@ import torch
 class TensorLoader:
     """Serves batches of ``tensors`` (indexed on dim 0), shuffled as a function of (seed, epoch).
 
-    It counts its own epochs (one per ``iter()``) and the batches it has served, and Lightning saves that in
-    checkpoints (``state_dict``), so a run resumed mid-epoch continues with the very next batch. Under
+    The epoch comes from ``epoch_source`` (the trainer's epoch) or, without one, counts ``iter()`` calls. The
+    loader records the epoch and the batches it has served, Lightning saves that in checkpoints (``state_dict``),
+    and a run resumed mid-epoch continues with the very next batch. Under
     distributed training each process takes every ``world_size``-th sample of the epoch's order; training
     drops the uneven tail so every process steps equally often, evaluation keeps it so nothing is counted
     twice and nothing is missed.
@@ -25,6 +26,7 @@ class TensorLoader:
         rank: int = 0,
         world_size: int = 1,
         even_shards: bool = False,
+        epoch_source: Callable[[], int] | None = None,
     ) -> None:
         self.tensors = tensors
         self.batch_size = batch_size
@@ -34,6 +36,7 @@ class TensorLoader:
         self.rank = rank
         self.world_size = world_size
         self.even_shards = even_shards
+        self.epoch_source = epoch_source
         self.epoch = -1
         self.served = 0
         self._resume: dict | None = None
@@ -65,7 +68,8 @@ class TensorLoader:
             if self.served >= len(self):
                 self.epoch, self.served = self.epoch + 1, 0
         else:
-            self.epoch, self.served = self.epoch + 1, 0
+            self.epoch = self.epoch_source() if self.epoch_source else self.epoch + 1
+            self.served = 0
         return self._batches(self._indices(), self.served)
 
     def _batches(self, indices: torch.Tensor | None, skip: int) -> Iterator[tuple[torch.Tensor, ...]]:

@@ -151,8 +151,12 @@ class ImageDataModule(L.LightningDataModule):
                 rank=trainer.global_rank if trainer else 0,
                 world_size=trainer.world_size if trainer else 1,
                 even_shards=split == "train",
+                epoch_source=self._current_epoch,
             )
         return self._loaders[split]
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer else 0
 
     def _train_split_for_stats(self) -> torch.Tensor:
         images, _ = self.load(train=True)
