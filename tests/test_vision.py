@@ -40,8 +40,8 @@ def _trained_digits_checkpoint(tmp_path) -> str:
                        "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1",
                        *quiet_trainer_args(tmp_path)])
     assert code == 0
-    (checkpoint,) = tmp_path.rglob("*.ckpt")
-    return str(checkpoint)
+    (best,) = tmp_path.rglob("best-*.ckpt")  # the vision configs also keep the best by val_acc
+    return str(tmp_path / "checkpoints" / "last.ckpt")
 
 
 def test_test_from_checkpoint_in_a_fresh_process_and_predict_csv(tmp_path):
