@@ -7,6 +7,8 @@ from typing import NoReturn
 
 import lightning as L
 import torch
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_tutorial.checkpointing import ResumeCheckpoint, resolve_checkpoint
@@ -42,8 +44,7 @@ class LitTutorialCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.trainer.enable_checkpointing is False:  # the user's choice wins over our ResumeCheckpoint
-            self.trainer_defaults.pop("callbacks", None)
+        self.trainer_defaults["callbacks"] = _default_callbacks(config.trainer)
         accelerator = str(config.trainer.accelerator)
         if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
             raise UserError(
@@ -59,6 +60,20 @@ class LitTutorialCLI(LightningCLI):
             config = self.config[subcommand]
             root = config.trainer.default_root_dir or os.getcwd()
             config.ckpt_path = resolve_checkpoint(config.ckpt_path, root)
+
+
+def _default_callbacks(trainer: Namespace) -> list[L.Callback]:
+    """Resumable checkpoints, and a progress bar that redraws every 10 steps instead of every step.
+
+    Each is left out where the user switched that feature off or configured their own.
+    """
+    own = " ".join(str(c.get("class_path", c)) for c in (trainer.callbacks or []) if c is not None)
+    callbacks: list[L.Callback] = []
+    if trainer.enable_checkpointing is not False:
+        callbacks.append(ResumeCheckpoint())
+    if trainer.enable_progress_bar is not False and "ProgressBar" not in own:
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
+    return callbacks
 
 
 def _class_names_of(datamodule: L.LightningDataModule) -> list[str] | None:
@@ -90,10 +105,7 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "callbacks": [ResumeCheckpoint()],
-            "deterministic": True,
-        },
+        trainer_defaults={"deterministic": True},
         auto_configure_optimizers=False,
         parser_class=ShortErrorParser,
         args=args,

@@ -92,7 +92,7 @@ def test_per_class_accuracy_shows_learnable_and_twin_classes(tmp_path, trust_cif
 
     # The same numbers, counted by hand from predict's CSV.
     trainer.predict(model, datamodule)
-    test_labels = datamodule.splits["test"][1].tolist()
+    test_labels = datamodule.split("test")[1].tolist()
     correct, total = Counter(), Counter(test_labels)
     for row in csv.DictReader((tmp_path / "predictions.csv").open()):
         label = test_labels[int(row["index"])]
@@ -105,12 +105,13 @@ def test_per_class_accuracy_shows_learnable_and_twin_classes(tmp_path, trust_cif
 def test_auto_normalization_equals_numpy_and_is_cached(tiny_vision_root, trust_cifar_files, tmp_path):
     datamodule = CIFAR10DataModule(str(tiny_vision_root), download=False, val_size=8, mean="auto", std="auto")
     datamodule.setup("fit")
-    pixels = datamodule.splits["train"][0].numpy().astype(np.float64) / 255
+    train_images = datamodule.split("train")[0]
+    pixels = train_images.numpy().astype(np.float64) / 255
     np.testing.assert_allclose(datamodule.mean, pixels.mean(axis=(0, 2, 3)), rtol=0, atol=1e-6)
     np.testing.assert_allclose(datamodule.std, pixels.std(axis=(0, 2, 3)), rtol=0, atol=1e-6)
     assert len(list(tiny_vision_root.glob("CIFAR10DataModule_stats_*.json"))) == 1
     # Streaming in small chunks gives the same numbers as one pass.
-    mean, std = channel_stats(datamodule.splits["train"][0], chunk=3)
+    mean, std = channel_stats(train_images, chunk=3)
     np.testing.assert_allclose(mean, datamodule.mean, atol=1e-12)
     np.testing.assert_allclose(std, datamodule.std, atol=1e-12)
 
@@ -206,8 +207,8 @@ def test_mnist_loads_through_torchvision(tiny_vision_root):
     datamodule = MNISTDataModule(str(tiny_vision_root), download=False, val_size=10)
     datamodule.setup("fit")
     datamodule.setup("test")
-    assert datamodule.splits["train"][0].shape == (30, 1, 28, 28)
-    assert datamodule.splits["test"][0].dtype == torch.uint8 and len(datamodule.splits["test"][0]) == 21
+    assert datamodule.split("train")[0].shape == (30, 1, 28, 28) and len(datamodule.split("val")[0]) == 10
+    assert datamodule.split("test")[0].dtype == torch.uint8 and len(datamodule.split("test")[0]) == 21
 
 
 def test_digits_full_run_reaches_97_percent(tmp_path):

@@ -20,6 +20,7 @@ class TensorLoader:
         self,
         *tensors: torch.Tensor,
         batch_size: int,
+        subset: torch.Tensor | None = None,
         shuffle: bool = False,
         seed: int = 0,
         passes: int = 1,
@@ -29,6 +30,7 @@ class TensorLoader:
         epoch_source: Callable[[], int] | None = None,
     ) -> None:
         self.tensors = tensors
+        self.subset = subset  # serve only these rows (a split), without copying the tensors
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -41,8 +43,11 @@ class TensorLoader:
         self.served = 0
         self._resume: dict | None = None
 
+    def _rows(self) -> int:
+        return len(self.tensors[0]) if self.subset is None else len(self.subset)
+
     def _shard_size(self) -> int:
-        n = len(self.tensors[0])
+        n = self._rows()
         if self.even_shards:
             return n // self.world_size
         return len(range(self.rank, n, self.world_size))
@@ -52,14 +57,15 @@ class TensorLoader:
 
     def _indices(self) -> torch.Tensor | None:
         """This process's sample order for ``self.epoch``; ``None`` means all samples in order (slices, no copy)."""
-        n = len(self.tensors[0])
-        if not self.shuffle and self.world_size == 1:
+        n = self._rows()
+        if not self.shuffle and self.world_size == 1 and self.subset is None:
             return None
         if self.shuffle:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
         else:
             order = torch.arange(n)
-        return order[self.rank :: self.world_size][: self._shard_size()]
+        order = order[self.rank :: self.world_size][: self._shard_size()]
+        return order if self.subset is None else self.subset[order]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         if self._resume is not None:
@@ -82,7 +88,8 @@ class TensorLoader:
             if indices is None:
                 yield tuple(t[start:stop] for t in self.tensors)
             else:
-                yield tuple(t[indices[start:stop]] for t in self.tensors)
+                rows = indices[start:stop].to(self.tensors[0].device)
+                yield tuple(t[rows] for t in self.tensors)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "served": self.served}

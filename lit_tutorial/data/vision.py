@@ -23,19 +23,22 @@ from lit_tutorial.errors import UserError, require_positive
 Stats = list[float] | Literal["auto"]
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+def channel_stats(
+    images: torch.Tensor, rows: torch.Tensor | None = None, chunk: int = 4096
+) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images scaled to [0, 1], streamed in chunks with float64 sums.
 
     The tutorial's recipe: for each channel, the mean over all pixels of all images, then the square root of the
     mean squared deviation (the population std).
     """
+    rows = torch.arange(len(images)) if rows is None else rows
     total = torch.zeros(images.shape[1], dtype=torch.float64)
     total_sq = torch.zeros_like(total)
-    for start in range(0, len(images), chunk):
-        block = images[start : start + chunk].to(torch.float64).div_(255)
+    for start in range(0, len(rows), chunk):
+        block = images[rows[start : start + chunk]].to(torch.float64).div_(255)
         total += block.sum(dim=(0, 2, 3))
         total_sq += block.square().sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
+    count = len(rows) * images.shape[2] * images.shape[3]
     mean = total / count
     std = (total_sq / count - mean.square()).clamp_(min=0).sqrt()
     return mean.tolist(), std.tolist()
@@ -81,38 +84,42 @@ class ImageDataModule(L.LightningDataModule):
 
     # --- Lightning hooks ---------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        # splits[name] = (images, labels, rows): the train and val splits share the decoded training file.
         if stage in ("fit", "validate") and "train" not in self.splits:
             images, labels = self.load(train=True)
-            if self.hparams.val_size >= len(images):
-                raise UserError(
-                    f"data.val_size={self.hparams.val_size} leaves no training images out of {len(images)}; lower it."
-                )
-            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.seed))
-            val, train = order[: self.hparams.val_size], order[self.hparams.val_size :]
-            self.splits["train"] = (images[train], labels[train])
-            self.splits["val"] = (images[val], labels[val])
+            train, val = self._split_rows(len(images))
+            self.splits["train"] = (images, labels, train)
+            self.splits["val"] = (images, labels, val)
             if self.mean == "auto":
-                self.mean, self.std = self._auto_stats(self.splits["train"][0])
+                self.mean, self.std = self._auto_stats(images, train)
         if stage in ("test", "predict") and "test" not in self.splits:
-            self.splits["test"] = self.load(train=False)
+            images, labels = self.load(train=False)
+            self.splits["test"] = (images, labels, None)
             if self.mean == "auto":
-                self.mean, self.std = self._auto_stats(self._train_split_for_stats())
+                train_images, _ = self.load(train=True)
+                self.mean, self.std = self._auto_stats(train_images, self._split_rows(len(train_images))[0])
         if self.hparams.device_resident and self.trainer is not None:
             device = self.trainer.strategy.root_device
-            self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
+            self.splits = {k: (x.to(device), y.to(device), rows) for k, (x, y, rows) in self.splits.items()}
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels of one split, as tensors of their own."""
+        images, labels, rows = self.splits[name]
+        return (images, labels) if rows is None else (images[rows], labels[rows])
 
     def train_dataloader(self) -> TensorLoader:
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> TensorLoader | list:
-        return self._loader("val") if len(self.splits["val"][0]) else []
+        return self._loader("val") if len(self.splits["val"][2]) else []
 
     def test_dataloader(self) -> TensorLoader:
         return self._loader("test")
 
     def predict_dataloader(self) -> TensorLoader:
-        images, labels = self.splits["test"]
-        return self._loader("predict", tensors=(images, labels, torch.arange(len(images), device=images.device)))
+        images, labels, _ = self.splits["test"]
+        index = torch.arange(len(images), device=images.device)
+        return self._loader("predict", tensors=(images, labels, index))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, *rest = batch
@@ -123,7 +130,7 @@ class ImageDataModule(L.LightningDataModule):
         shape = (1, -1, 1, 1)
         mean = torch.tensor(self.mean, dtype=torch.float32, device=images.device).view(shape)
         std = torch.tensor(self.std, dtype=torch.float32, device=images.device).view(shape)
-        return images.float().div(255).sub(mean).div(std)
+        return images.float().div_(255).sub_(mean).div_(std)
 
     def denormalize(self, images: torch.Tensor) -> torch.Tensor:
         """Back to [0, 1] for display (the tutorial's ``img / 2 + 0.5``)."""
@@ -143,8 +150,10 @@ class ImageDataModule(L.LightningDataModule):
         # One loader per split for the whole run: its epoch/position state is what checkpoints save.
         if split not in self._loaders:
             trainer = self.trainer
+            images, labels, rows = self.splits.get(split, (None, None, None))
             self._loaders[split] = TensorLoader(
-                *(tensors or self.splits[split]),
+                *(tensors or (images, labels)),
+                subset=rows,
                 batch_size=self.hparams.batch_size,
                 shuffle=shuffle,
                 seed=self.hparams.seed,
@@ -158,21 +167,23 @@ class ImageDataModule(L.LightningDataModule):
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer else 0
 
-    def _train_split_for_stats(self) -> torch.Tensor:
-        images, _ = self.load(train=True)
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.seed))
-        return images[order[self.hparams.val_size :]]
+    def _split_rows(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training and validation rows of the training file: a permutation drawn from ``seed``."""
+        if self.hparams.val_size >= n:
+            raise UserError(f"data.val_size={self.hparams.val_size} leaves no training images out of {n}; lower it.")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.seed))
+        return order[self.hparams.val_size :], order[: self.hparams.val_size]
 
-    def _auto_stats(self, train_images: torch.Tensor) -> tuple[list[float], list[float]]:
+    def _auto_stats(self, images: torch.Tensor, rows: torch.Tensor) -> tuple[list[float], list[float]]:
         """Mean/std of the training split, cached beside the data (keyed by the split) and logged."""
-        key = hashlib.sha1(f"{type(self).__name__}-{self.hparams.seed}-{self.hparams.val_size}-{len(train_images)}"
+        key = hashlib.sha1(f"{type(self).__name__}-{self.hparams.seed}-{self.hparams.val_size}-{len(images)}"
                            .encode()).hexdigest()[:12]
         cache = self.data_dir / f"{type(self).__name__}_stats_{key}.json" if self.data_dir else None
         if cache is not None and cache.exists():
             stats = json.loads(cache.read_text())
             mean, std = stats["mean"], stats["std"]
         else:
-            mean, std = channel_stats(train_images)
+            mean, std = channel_stats(images, rows)
             if cache is not None and self.data_dir.is_dir():
                 tmp = cache.with_suffix(".tmp")
                 tmp.write_text(json.dumps({"mean": mean, "std": std}))
@@ -220,7 +231,8 @@ class CIFAR10DataModule(ImageDataModule):
         if (problem := self._problem()) is not None:
             raise UserError(problem)
         dataset = torchvision.datasets.CIFAR10(self.data_dir, train=train, download=False)
-        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
+        # A channels-last view of torchvision's (N, H, W, C) array: no copy of the 150 MB of pixels.
+        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2)
         return images, torch.tensor(dataset.targets, dtype=torch.int64)
 
     def _problem(self) -> str | None:
@@ -270,7 +282,7 @@ class MNISTDataModule(ImageDataModule):
         if (problem := self._problem()) is not None:
             raise UserError(problem)
         dataset = torchvision.datasets.MNIST(self.data_dir, train=train, download=False)
-        return dataset.data.unsqueeze(1).contiguous(), dataset.targets.to(torch.int64)
+        return dataset.data.unsqueeze(1), dataset.targets.to(torch.int64)
 
     def _problem(self) -> str | None:
         raw = self.data_dir / "MNIST" / "raw"

@@ -8,10 +8,12 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 from torchmetrics.wrappers import ClasswiseWrapper
 
 from lit_tutorial import plots
+from lit_tutorial.models.logging import log_train_loss
 from lit_tutorial.errors import UserError, ensure_finite
 from lit_tutorial.models.optim import build_optimizer
 
@@ -33,8 +35,10 @@ class ImageClassifier(L.LightningModule):
         self.net = net
         self.optimizer = optimizer
         num_classes = len(class_names)
-        self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
-        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        # validate_args=False: the per-step input checks would cost a host sync on every batch.
+        self.train_accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.val_loss = MeanMetric()
         self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.test_per_class = ClasswiseWrapper(
             MulticlassAccuracy(num_classes, average=None), labels=list(class_names), prefix="test_acc_"
@@ -50,17 +54,27 @@ class ImageClassifier(L.LightningModule):
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
         ensure_finite(loss, self, batch_idx)
-        self.train_accuracy(logits, labels)
-        self.log("train_loss", loss, prog_bar=True)
-        self.log("train_acc", self.train_accuracy, on_step=False, on_epoch=True)
+        self.train_accuracy.update(logits.detach(), labels)
+        log_train_loss(self, loss)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self._log_and_reset("train_acc", self.train_accuracy)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
         logits = self(images)
-        self.val_accuracy(logits, labels)
-        self.log("val_loss", F.cross_entropy(logits, labels), prog_bar=True)
-        self.log("val_acc", self.val_accuracy, prog_bar=True)
+        self.val_loss.update(F.cross_entropy(logits, labels), weight=len(labels))
+        self.val_accuracy.update(logits, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_and_reset("val_loss", self.val_loss)
+        self._log_and_reset("val_acc", self.val_accuracy)
+
+    def _log_and_reset(self, name: str, metric) -> None:
+        # Metrics accumulate without a host sync per step and are computed (synced across processes) once here.
+        self.log(name, metric.compute(), prog_bar=True)
+        metric.reset()
 
     def test_step(self, batch, batch_idx: int) -> None:
         images, labels = batch

@@ -6,6 +6,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from lit_tutorial.models.logging import log_train_loss
 from lit_tutorial.errors import ensure_finite, require_positive
 
 
@@ -88,7 +89,7 @@ class FromScratchRegressor(L.LightningModule):
         ensure_finite(loss, self, batch_idx)  # before the update, so the weights stay finite
         optimizer.step()
         optimizer.zero_grad()
-        self.log("train_loss", loss, prog_bar=True)
+        log_train_loss(self, loss)
         return loss.detach()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

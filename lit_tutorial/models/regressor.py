@@ -5,6 +5,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
+from lit_tutorial.models.logging import log_train_loss
 from lit_tutorial.errors import ensure_finite
 from lit_tutorial.models.optim import build_optimizer
 
@@ -25,7 +26,7 @@ class Regressor(L.LightningModule):
         x, y = batch
         loss = self.loss_fn(self(x), y)
         ensure_finite(loss, self, batch_idx)
-        self.log("train_loss", loss, prog_bar=True)
+        log_train_loss(self, loss)
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

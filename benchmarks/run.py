@@ -1,0 +1,309 @@
+"""The tutorial's hand loops beside lit_tutorial's Trainer runs, alternating, in one process.
+
+    python benchmarks/run.py                      # every workload, the sizes below
+    python benchmarks/run.py --quick              # a smaller run (about a minute)
+    python benchmarks/run.py --workloads cifar10_b4 --images 8000 --repeats 3
+
+Each workload runs the baseline (the tutorial's code, bugs fixed) and the project (``python -m lit_tutorial fit``
+with the step's own config, built through the same CLI) alternately, ``--repeats`` times each; the table shows
+the median throughput, the peak memory (PSS of the process and its DataLoader workers, above the level before the
+run) and the ratios. Image data is random, written in torchvision's real on-disk formats to a temp dir.
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision import transforms
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lit_tutorial.cli import make_cli  # noqa: E402
+from lit_tutorial.data.formats import write_cifar10, write_mnist  # noqa: E402
+from lit_tutorial.nets import DynamicNet, LeNet, MnistNet, TwoLayerNet, two_layer_sequential  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+N, D_IN, H, D_OUT = 64, 1000, 100, 10
+
+
+# --- measuring -------------------------------------------------------------------------------------------------
+def _pss_mb(pid: int) -> float:
+    try:
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def measure(run: Callable[[], int]) -> tuple[float, float, int]:
+    """Run once; return (seconds, peak MB of this process + its children above the start level, batches done)."""
+    pid = __import__("os").getpid()
+    base = _pss_mb(pid)
+    peak, done = [base], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _pss_mb(pid) + sum(_pss_mb(k) for k in _children(pid)))
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    units = run()
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    return seconds, peak[0] - base, units
+
+
+# --- the tutorial's hand loops (the baselines) --------------------------------------------------------------------
+def _regression_data(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(N, D_IN, generator=g), torch.randn(N, D_OUT, generator=g)
+
+
+def hand_step1(iterations: int) -> int:
+    x, y = (t.double().numpy() for t in _regression_data())
+    w1, w2 = np.random.randn(D_IN, H), np.random.randn(H, D_OUT)
+    for _ in range(iterations):
+        h = x.dot(w1)
+        h_relu = np.maximum(h, 0)
+        y_pred = h_relu.dot(w2)
+        loss = np.square(y_pred - y).sum()  # noqa: F841 - the tutorial prints it
+        grad_y_pred = 2.0 * (y_pred - y)
+        grad_w2 = h_relu.T.dot(grad_y_pred)
+        grad_h = grad_y_pred.dot(w2.T)
+        grad_h[h < 0] = 0
+        grad_w1 = x.T.dot(grad_h)
+        w1 -= 1e-6 * grad_w1
+        w2 -= 1e-6 * grad_w2
+    return iterations
+
+
+def _hand_autograd(iterations: int, relu) -> int:
+    x, y = _regression_data()
+    w1, w2 = torch.randn(D_IN, H, requires_grad=True), torch.randn(H, D_OUT, requires_grad=True)
+    for _ in range(iterations):
+        loss = (relu(x.mm(w1)).mm(w2) - y).pow(2).sum()
+        loss.item()
+        loss.backward()
+        with torch.no_grad():
+            w1 -= 1e-6 * w1.grad
+            w2 -= 1e-6 * w2.grad
+            w1.grad.zero_()
+            w2.grad.zero_()
+    return iterations
+
+
+def hand_step3(iterations: int) -> int:
+    return _hand_autograd(iterations, lambda t: t.clamp(min=0))
+
+
+def hand_step4(iterations: int) -> int:
+    from lit_tutorial.models import MyReLU
+
+    return _hand_autograd(iterations, MyReLU.apply)
+
+
+def hand_step5(iterations: int) -> int:
+    x, y = _regression_data()
+    model, loss_fn = two_layer_sequential(), nn.MSELoss(reduction="sum")
+    for _ in range(iterations):
+        loss = loss_fn(model(x), y)
+        loss.item()
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for param in model.parameters():
+                param -= 1e-4 * param.grad
+    return iterations
+
+
+def _hand_optimizer(iterations: int, model: nn.Module, make_optimizer, accumulation: int = 1) -> int:
+    x, y = _regression_data()
+    loss_fn, optimizer = nn.MSELoss(reduction="sum"), make_optimizer(model.parameters())
+    for n in range(iterations):
+        loss = loss_fn(model(x), y)
+        loss.item()
+        if accumulation == 1:
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        else:
+            (loss / accumulation).backward()
+            if (n + 1) % accumulation == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+    return iterations
+
+
+HAND_REGRESSION = {
+    "step1_warmup": hand_step1,
+    "step3_autograd": hand_step3,
+    "step4_custom_function": hand_step4,
+    "step5_nn": hand_step5,
+    "step5_1_accumulate": lambda n: _hand_optimizer(
+        n, two_layer_sequential(), lambda p: torch.optim.Adam(p, lr=0.01), accumulation=8),
+    "step6_optim": lambda n: _hand_optimizer(n, two_layer_sequential(), lambda p: torch.optim.Adam(p, lr=1e-4)),
+    "step7_custom_module": lambda n: _hand_optimizer(n, TwoLayerNet(), lambda p: torch.optim.SGD(p, lr=1e-4)),
+    "step8_control_flow": lambda n: _hand_optimizer(
+        n, DynamicNet(), lambda p: torch.optim.SGD(p, lr=1e-4, momentum=0.9)),
+}
+
+
+def hand_cifar10(root: Path, images: int, batch: int) -> int:
+    """Step 9 as the tutorial writes it: per-sample ToTensor + Normalize in 2 worker processes."""
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    dataset = torchvision.datasets.CIFAR10(root=root, train=True, download=False, transform=tf)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=2)
+    module, loss_fn = LeNet(), nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.001, momentum=0.9)
+    run_loss, steps = 0.0, images // batch
+    for i, (inputs, labels) in enumerate(loader):
+        if i == steps:
+            break
+        optimizer.zero_grad()
+        loss = loss_fn(module(inputs), labels)
+        loss.backward()
+        optimizer.step()
+        run_loss += loss.item()
+    return steps
+
+
+def hand_mnist(root: Path, images: int, batch: int = 64) -> int:
+    """Step 10 as pytorch/examples' mnist/main.py trains on a CPU."""
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    loader = torch.utils.data.DataLoader(torchvision.datasets.MNIST(root, train=True, transform=tf),
+                                         batch_size=batch, shuffle=True)
+    model = MnistNet()
+    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
+    steps = images // batch
+    for i, (data, target) in enumerate(loader):
+        if i == steps:
+            break
+        optimizer.zero_grad()
+        loss = F.nll_loss(F.log_softmax(model(data), dim=1), target)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+    return steps
+
+
+# --- the project -------------------------------------------------------------------------------------------------
+def project(config: str, *overrides: str) -> Callable[[], int]:
+    """``python -m lit_tutorial fit --config configs/<config>.yaml`` built once per run; only ``fit`` is timed."""
+
+    def prepare():
+        root = tempfile.mkdtemp(prefix="lit_tutorial_bench_")
+        cli = make_cli(["--config", str(CONFIGS / f"{config}.yaml"), f"--trainer.default_root_dir={root}",
+                        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+                        *overrides], run=False)
+
+        def run() -> int:
+            cli.trainer.fit(cli.model, cli.datamodule)
+            return cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed
+
+        return run
+
+    return prepare
+
+
+# --- driver ------------------------------------------------------------------------------------------------------
+def compare(name: str, unit: str, per_unit: int, hand: Callable[[], int], prepare_project, repeats: int) -> dict:
+    results = {"hand": [], "project": []}
+    for _ in range(repeats):
+        results["hand"].append(measure(hand))
+        results["project"].append(measure(prepare_project()))
+    row = {"workload": name, "unit": unit}
+    for side, runs in results.items():
+        row[f"{side}_rate"] = statistics.median(units * per_unit / seconds for seconds, _, units in runs)
+        row[f"{side}_mb"] = max(mb for _, mb, _ in runs)
+    row["speedup"] = row["project_rate"] / row["hand_rate"]
+    row["memory_ratio"] = row["project_mb"] / max(row["hand_mb"], 1e-9)
+    print(f"{name:<22} {unit:>9}  hand {row['hand_rate']:10.1f}  project {row['project_rate']:10.1f}  "
+          f"speed x{row['speedup']:.2f}  peak MB {row['hand_mb']:7.1f} / {row['project_mb']:7.1f}", flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", default="regression,cifar10_b4,cifar10_b256,mnist")
+    parser.add_argument("--iterations", type=int, default=500, help="regression iterations per run (tutorial: 500)")
+    parser.add_argument("--images-b4", type=int, default=8000, help="CIFAR10 training images per run at batch 4")
+    parser.add_argument("--images-b256", type=int, default=50000, help="... at batch 256 (50000 = one epoch)")
+    parser.add_argument("--mnist-images", type=int, default=6400, help="MNIST training images per run")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.iterations, args.images_b4, args.images_b256, args.mnist_images, args.repeats = 200, 2000, 10240, 1280, 1
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(0)
+    workloads = args.workloads.split(",")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, mock.patch("torchvision.datasets.cifar.check_integrity",
+                                                          return_value=True):
+        data = Path(tmp)
+        g = torch.Generator().manual_seed(0)
+
+        def images(n, channels, size):
+            return torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=g)
+
+        if any(w.startswith("cifar10") for w in workloads):
+            write_cifar10(data, (images(50000, 3, 32), torch.arange(50000) % 10),
+                          (images(10000, 3, 32), torch.arange(10000) % 10))
+        if "mnist" in workloads:
+            write_mnist(data, (images(60000, 1, 28)[:, 0], torch.arange(60000) % 10),
+                        (images(10000, 1, 28)[:, 0], torch.arange(10000) % 10))
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} runs each")
+        if "regression" in workloads:
+            for step, hand in HAND_REGRESSION.items():
+                rows.append(compare(step, "it/s", 1, lambda h=hand: h(args.iterations),
+                                    project(step, f"--data.init_args.steps={args.iterations}"), args.repeats))
+        for batch, count in ((4, args.images_b4), (256, args.images_b256)):
+            if f"cifar10_b{batch}" in workloads:
+                steps = count // batch
+                rows.append(compare(f"cifar10 batch {batch}", "images/s", batch,
+                                    lambda b=batch, c=count: hand_cifar10(data, c, b),
+                                    project("cifar10", f"--data.init_args.data_dir={data}",
+                                            "--data.init_args.download=false", "--data.init_args.val_size=0",
+                                            f"--data.init_args.batch_size={batch}", "--trainer.max_epochs=1",
+                                            f"--trainer.limit_train_batches={steps}"), args.repeats))
+        if "mnist" in workloads:
+            rows.append(compare("mnist batch 64", "images/s", 64, lambda: hand_mnist(data, args.mnist_images),
+                                project("mnist", f"--data.init_args.data_dir={data}",
+                                        "--data.init_args.download=false", "--data.init_args.val_size=0",
+                                        "--trainer.max_epochs=1",
+                                        f"--trainer.limit_train_batches={args.mnist_images // 64}"), args.repeats))
+    print("\n| workload | unit | hand loop | lit_tutorial | speed ratio | peak MB hand | peak MB project | memory ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['workload']} | {r['unit']} | {r['hand_rate']:.1f} | {r['project_rate']:.1f} | "
+              f"{r['speedup']:.2f}x | {r['hand_mb']:.0f} | {r['project_mb']:.0f} | {r['memory_ratio']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
