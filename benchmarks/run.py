@@ -7,10 +7,11 @@
 Each workload runs the baseline (the tutorial's code, bugs fixed) and the project (``python -m lit_tutorial fit``
 with the step's own config, built through the same CLI) alternately, ``--repeats`` times each; the table shows
 the median throughput, the peak memory (PSS of the process and its DataLoader workers, above the level before the
-run) and the ratios. Image data is random, written in torchvision's real on-disk formats to a temp dir.
+run, sampled in one extra run per side) and the ratios. Image data is random, written in torchvision's real on-disk formats to a temp dir.
 """
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -58,9 +59,20 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def measure(run: Callable[[], int]) -> tuple[float, float, int]:
-    """Run once; return (seconds, peak MB of this process + its children above the start level, batches done)."""
-    pid = __import__("os").getpid()
+def timed(run: Callable[[], int]) -> tuple[float, int]:
+    """Run once; return (seconds, batches done)."""
+    start = time.perf_counter()
+    batches = run()
+    return time.perf_counter() - start, batches
+
+
+def peak_memory_mb(run: Callable[[], int]) -> float:
+    """Run once more, sampling PSS of this process and its children; return the peak above the start level.
+
+    A separate run from the timed ones: reading /proc/*/smaps_rollup takes the kernel's mmap lock and slowed
+    the measured process by a third.
+    """
+    pid = os.getpid()
     base = _pss_mb(pid)
     peak, done = [base], threading.Event()
 
@@ -71,12 +83,10 @@ def measure(run: Callable[[], int]) -> tuple[float, float, int]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    start = time.perf_counter()
-    units = run()
-    seconds = time.perf_counter() - start
+    run()
     done.set()
     sampler.join()
-    return seconds, peak[0] - base, units
+    return peak[0] - base
 
 
 # --- the tutorial's hand loops (the baselines) --------------------------------------------------------------------
@@ -232,15 +242,16 @@ def project(config: str, *overrides: str) -> Callable[[], int]:
 
 
 # --- driver ------------------------------------------------------------------------------------------------------
-def compare(name: str, unit: str, per_unit: int, hand: Callable[[], int], prepare_project, repeats: int) -> dict:
-    results = {"hand": [], "project": []}
+def compare(name: str, unit: str, per_batch: int, hand: Callable[[], int], prepare_project, repeats: int) -> dict:
+    """Alternate hand and project runs; rates are medians over ``repeats``, memory from one extra run each."""
+    runs = {"hand": [], "project": []}
     for _ in range(repeats):
-        results["hand"].append(measure(hand))
-        results["project"].append(measure(prepare_project()))
+        runs["hand"].append(timed(hand))
+        runs["project"].append(timed(prepare_project()))
     row = {"workload": name, "unit": unit}
-    for side, runs in results.items():
-        row[f"{side}_rate"] = statistics.median(units * per_unit / seconds for seconds, _, units in runs)
-        row[f"{side}_mb"] = max(mb for _, mb, _ in runs)
+    for side, results in runs.items():
+        row[f"{side}_rate"] = statistics.median(batches * per_batch / seconds for seconds, batches in results)
+    row["hand_mb"], row["project_mb"] = peak_memory_mb(hand), peak_memory_mb(prepare_project())
     row["speedup"] = row["project_rate"] / row["hand_rate"]
     row["memory_ratio"] = row["project_mb"] / max(row["hand_mb"], 1e-9)
     print(f"{name:<22} {unit:>9}  hand {row['hand_rate']:10.1f}  project {row['project_rate']:10.1f}  "

@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import sys
 from typing import NoReturn
 
@@ -10,6 +11,7 @@ import torch
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_tutorial.checkpointing import ResumeCheckpoint, resolve_checkpoint
 from lit_tutorial.errors import UserError
@@ -46,9 +48,10 @@ class LitTutorialCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         self.trainer_defaults["callbacks"] = _default_callbacks(config.trainer)
         accelerator = str(config.trainer.accelerator)
-        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        has_gpu = torch.cuda.is_available() or (accelerator == "gpu" and torch.backends.mps.is_available())
+        if accelerator in ("gpu", "cuda") and not has_gpu:
             raise UserError(
-                f"trainer.accelerator is {accelerator} but this machine has no usable CUDA GPU; drop the GPU "
+                f"trainer.accelerator is {accelerator} but this machine has no usable GPU; drop the GPU "
                 "overlay (configs/gpu.yaml) or pass --trainer.accelerator=cpu."
             )
 
@@ -117,6 +120,10 @@ def main(args: list[str] | None = None) -> None:
     """Run ``fit``/``validate``/``test``/``predict``; a user error ends as one sentence on stderr and exit code 2."""
     try:
         make_cli(args)
+    except SIGTERMException:
+        print("lit_tutorial: stopped by SIGTERM; last.ckpt holds the state at that step: rerun the same command "
+              "with --ckpt_path last to continue.", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except Exception as error:
         if (user_error := _user_error_in(error)) is None:
             raise

@@ -15,7 +15,7 @@ OVERLAYS = sorted(p for p in CONFIGS.glob("*.yaml") if "model:" not in p.read_te
 def test_configs_are_discovered():
     names = {p.stem for p in STEP_CONFIGS}
     assert {"step1_warmup", "step3_autograd", "step5_1_accumulate", "step8_control_flow"} <= names
-    assert {"gpu"} <= {p.stem for p in OVERLAYS}
+    assert {"gpu", "fast"} <= {p.stem for p in OVERLAYS}
 
 
 @pytest.mark.parametrize("config", STEP_CONFIGS, ids=lambda p: p.stem)
@@ -34,6 +34,14 @@ def test_gpu_overlay_stacks_after_a_step_config(capsys):
     assert exit_.value.code == 0
     printed = capsys.readouterr().out
     assert "accelerator: gpu" in printed and "torch.optim.Adam" in printed
+
+
+def test_fast_overlay_stacks_on_an_image_config(tmp_path, vision_data_args):
+    config = CONFIGS / "cifar10.yaml"
+    cli = make_cli(["--config", str(config), "--config", str(CONFIGS / "fast.yaml"), *vision_data_args(config),
+                    *quiet_trainer_args(tmp_path)], run=False)
+    assert cli.datamodule.hparams.batch_size == 256 and cli.datamodule.hparams.device_resident
+    assert cli.model.hparams.class_names[0] == "plane"
 
 
 # Ratio of the last to the first of the 500 losses, bounded a decade above what these configs reach here.
