@@ -22,7 +22,7 @@ class ResumeCheckpoint(ModelCheckpoint):
     file is written atomically (:class:`AtomicCheckpointIO`).
     """
 
-    def __init__(self, every_n_train_steps: int = 100) -> None:
+    def __init__(self, every_n_train_steps: int = 500) -> None:
         super().__init__(
             filename="last", save_last=True, save_top_k=0, every_n_train_steps=every_n_train_steps,
             enable_version_counter=False,

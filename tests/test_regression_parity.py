@@ -7,6 +7,7 @@ the DataModule's tensors, so any difference is Lightning's doing.
 import copy
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -128,31 +129,24 @@ def test_step5_nn_equals_hand_update_loop(tmp_path):
     assert_curves_equal(fit_and_record(model, dm, tmp_path), expected, rtol=1e-6)
 
 
-def test_step5_1_trainer_accumulation_equals_loss_over_8_loop(tmp_path):
-    torch.manual_seed(51)
-    adam = lambda p: torch.optim.Adam(p, lr=0.01)  # noqa: E731
-    model, dm = Regressor(two_layer_sequential(), optimizer=adam), data()
-    expected = _optimizer_reference(copy.deepcopy(model.net), dm.x, dm.y, adam, accumulation_steps=8)
-    losses = fit_and_record(model, dm, tmp_path, accumulate_grad_batches=8)
-    assert_curves_equal(losses, expected, rtol=1e-6)
-    # The weights only change every 8th iteration: losses are flat within each window.
-    assert losses[0] == losses[7] and losses[8] != losses[7]
-
-
-def test_step6_adam_equals_hand_loop(tmp_path):
+@pytest.mark.parametrize(
+    ("make_net", "make_optimizer", "accumulation"),
+    [
+        pytest.param(two_layer_sequential, lambda p: torch.optim.Adam(p, lr=0.01), 8, id="step5_1_accumulate"),
+        pytest.param(two_layer_sequential, lambda p: torch.optim.Adam(p, lr=1e-4), 1, id="step6_optim"),
+        pytest.param(TwoLayerNet, lambda p: torch.optim.SGD(p, lr=1e-4), 1, id="step7_custom_module"),
+    ],
+)
+def test_optimizer_steps_equal_hand_loop(make_net, make_optimizer, accumulation, tmp_path):
+    """Step 5-1 also shows that the Trainer's accumulate_grad_batches equals the tutorial's loss/8 + step every 8."""
     torch.manual_seed(6)
-    adam = lambda p: torch.optim.Adam(p, lr=1e-4)  # noqa: E731
-    model, dm = Regressor(two_layer_sequential(), optimizer=adam), data()
-    expected = _optimizer_reference(copy.deepcopy(model.net), dm.x, dm.y, adam)
-    assert_curves_equal(fit_and_record(model, dm, tmp_path), expected, rtol=1e-6)
-
-
-def test_step7_two_layer_net_equals_hand_loop(tmp_path):
-    torch.manual_seed(7)
-    sgd = lambda p: torch.optim.SGD(p, lr=1e-4)  # noqa: E731
-    model, dm = Regressor(TwoLayerNet(), optimizer=sgd), data()
-    expected = _optimizer_reference(copy.deepcopy(model.net), dm.x, dm.y, sgd)
-    assert_curves_equal(fit_and_record(model, dm, tmp_path), expected, rtol=1e-6)
+    model, dm = Regressor(make_net(), optimizer=make_optimizer), data()
+    expected = _optimizer_reference(copy.deepcopy(model.net), dm.x, dm.y, make_optimizer, accumulation)
+    losses = fit_and_record(model, dm, tmp_path, accumulate_grad_batches=accumulation)
+    assert_curves_equal(losses, expected, rtol=1e-6)
+    # The weights change only at the end of each accumulation window.
+    window = losses[:accumulation]
+    assert window == [window[0]] * accumulation and losses[accumulation] != losses[accumulation - 1]
 
 
 def test_step8_dynamic_net_equals_hand_loop_given_same_depths(tmp_path):

@@ -78,20 +78,20 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
 
 def test_sigterm_saves_then_resume_equals_uninterrupted(tmp_path):
     """A scheduler's SIGTERM at an arbitrary moment: last.ckpt is written at that step and the run resumes exactly."""
-    long_run = ["--config", str(CONFIGS / "step8_control_flow.yaml"), "--data.init_args.steps=2000"]
+    long_run = ["--config", str(CONFIGS / "step8_control_flow.yaml"), "--data.init_args.steps=3000"]
     assert run_cli(["fit", *long_run, *quiet_trainer_args(tmp_path / "straight")])[0] == 0
     crashed = tmp_path / "crashed"
     process = subprocess.Popen([sys.executable, "-m", "lit_tutorial", "fit", *long_run, *quiet_trainer_args(crashed)],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (crashed / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)  # the first periodic save, at step 100, shows training is under way
+        time.sleep(0.05)  # the first periodic save, at step 500, shows training is under way
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "stopped by SIGTERM" in err and "--ckpt_path last" in err
     stopped_at = torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-    assert 100 <= stopped_at < 2000
+    assert 500 <= stopped_at < 3000
     assert run_cli(["fit", *long_run, "--ckpt_path", "last", *quiet_trainer_args(crashed)])[0] == 0
     _assert_same_weights(_final_weights(crashed), _final_weights(tmp_path / "straight"))
 

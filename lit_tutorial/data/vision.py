@@ -74,8 +74,9 @@ class ImageDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.data_dir = Path(data_dir) if data_dir else None
         self.mean, self.std = mean, std
-        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
         self._loaders: dict[str, TensorLoader] = {}
+        self._stats_on_device: dict = {}
 
     # --- what a dataset provides -------------------------------------------------------------------------------
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,7 +101,9 @@ class ImageDataModule(L.LightningDataModule):
                 self.mean, self.std = self._auto_stats(train_images, self._split_rows(len(train_images))[0])
         if self.hparams.device_resident and self.trainer is not None:
             device = self.trainer.strategy.root_device
-            self.splits = {k: (x.to(device), y.to(device), rows) for k, (x, y, rows) in self.splits.items()}
+            moved: dict[int, torch.Tensor] = {}  # train and val share one tensor: move it once
+            to_device = lambda t: moved.setdefault(id(t), t.to(device))  # noqa: E731
+            self.splits = {k: (to_device(x), to_device(y), rows) for k, (x, y, rows) in self.splits.items()}
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The images and labels of one split, as tensors of their own."""
@@ -127,17 +130,22 @@ class ImageDataModule(L.LightningDataModule):
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """``ToTensor`` then ``Normalize(mean, std)``, on a whole uint8 batch at once."""
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=images.device).view(shape)
-        std = torch.tensor(self.std, dtype=torch.float32, device=images.device).view(shape)
+        mean, std = self._stats_on(images.device)
         return images.float().div_(255).sub_(mean).div_(std)
 
     def denormalize(self, images: torch.Tensor) -> torch.Tensor:
         """Back to [0, 1] for display (the tutorial's ``img / 2 + 0.5``)."""
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.mean, device=images.device).view(shape)
-        std = torch.tensor(self.std, device=images.device).view(shape)
+        mean, std = self._stats_on(images.device)
         return (images * std + mean).clamp(0, 1)
+
+    def _stats_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # Built once per device and value: a fresh host-to-GPU copy on every batch would stall the GPU.
+        key = (device, tuple(self.mean), tuple(self.std))
+        if key not in self._stats_on_device:
+            self._stats_on_device[key] = tuple(
+                torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) for v in (self.mean, self.std)
+            )
+        return self._stats_on_device[key]
 
     def state_dict(self) -> dict:
         return {"mean": self.mean, "std": self.std}
