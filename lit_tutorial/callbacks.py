@@ -27,6 +27,7 @@ class PredictionCSVWriter(BasePredictionWriter):
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["index", "predicted", "probability"])
-            for index, predicted, probability in zip(*(rows[k].tolist() for k in ("index", "predicted", "probability"))):
+            columns = (rows[key].tolist() for key in ("index", "predicted", "probability"))
+            for index, predicted, probability in zip(*columns, strict=True):
                 writer.writerow([index, names[predicted], f"{probability:.6f}"])
         tmp.replace(out / name)

@@ -29,7 +29,7 @@ def confusion_figure(confusion: torch.Tensor, class_names: list[str]) -> Figure:
     axes.set_yticklabels(class_names)
     threshold = confusion.max().item() / 2
     for (i, j), count in zip(torch.cartesian_prod(torch.arange(len(ticks)), torch.arange(len(ticks))).tolist(),
-                             confusion.flatten().tolist()):
+                             confusion.flatten().tolist(), strict=True):
         axes.text(j, i, str(count), ha="center", va="center", fontsize=7,
                   color="white" if count > threshold else "black")
     figure.tight_layout()
@@ -44,7 +44,7 @@ def sample_grid_figure(images: torch.Tensor, truth: torch.Tensor, predicted: tor
     figure, axes = plt.subplots(rows, per_row, figsize=(1.3 * per_row, 1.6 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, true, pred in zip(axes.flat, images, truth.tolist(), predicted.tolist()):
+    for ax, image, true, pred in zip(axes.flat, images, truth.tolist(), predicted.tolist(), strict=False):
         ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if image.shape[0] == 1 else None)
         ax.set_title(f"GT {class_names[true]}\nPred {class_names[pred]}", fontsize=8,
                      color="black" if true == pred else "red")

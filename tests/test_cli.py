@@ -38,10 +38,12 @@ def test_gpu_overlay_stacks_after_a_step_config(capsys):
 
 def test_fast_overlay_stacks_on_an_image_config(tmp_path, vision_data_args):
     config = CONFIGS / "cifar10.yaml"
-    cli = make_cli(["--config", str(config), "--config", str(CONFIGS / "fast.yaml"), *vision_data_args(config),
-                    *quiet_trainer_args(tmp_path)], run=False)
+    args = ["--config", str(config), "--config", str(CONFIGS / "fast.yaml"), *vision_data_args(config),
+            *quiet_trainer_args(tmp_path)]
+    cli = make_cli(args, run=False)
     assert cli.datamodule.hparams.batch_size == 256 and cli.datamodule.hparams.device_resident
     assert cli.model.hparams.class_names[0] == "plane"
+    assert run_cli(["fit", *args, "--trainer.fast_dev_run=true"])[0] == 0  # device_resident on a CPU: a no-op
 
 
 # Ratio of the last to the first of the 500 losses, bounded a decade above what these configs reach here.

@@ -15,7 +15,10 @@ import torch
 CIFAR10_LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def write_cifar10(root: Path, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]) -> Path:
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def write_cifar10(root: Path, train: Split, test: Split) -> Path:
     """Write uint8 images (N, 3, 32, 32) and labels as CIFAR10's python version under ``root``."""
     folder = Path(root) / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
@@ -36,7 +39,7 @@ def _pickle(path: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
         pickle.dump({"data": data, "labels": labels.tolist(), "batch_label": path.name}, f)
 
 
-def write_mnist(root: Path, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]) -> Path:
+def write_mnist(root: Path, train: Split, test: Split) -> Path:
     """Write uint8 images (N, 28, 28) and labels as MNIST's four raw IDX files under ``root/MNIST/raw``."""
     raw = Path(root) / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)

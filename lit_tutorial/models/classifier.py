@@ -13,8 +13,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from torchmetrics.wrappers import ClasswiseWrapper
 
 from lit_tutorial import plots
-from lit_tutorial.models.logging import log_train_loss
 from lit_tutorial.errors import UserError, ensure_finite
+from lit_tutorial.models.logging import log_train_loss
 from lit_tutorial.models.optim import build_optimizer
 
 

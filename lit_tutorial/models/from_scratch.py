@@ -6,8 +6,8 @@ import lightning as L
 import torch
 from torch import nn
 
-from lit_tutorial.models.logging import log_train_loss
 from lit_tutorial.errors import ensure_finite, require_positive
+from lit_tutorial.models.logging import log_train_loss
 
 
 class MyReLU(torch.autograd.Function):

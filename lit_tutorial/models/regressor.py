@@ -5,8 +5,8 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
-from lit_tutorial.models.logging import log_train_loss
 from lit_tutorial.errors import ensure_finite
+from lit_tutorial.models.logging import log_train_loss
 from lit_tutorial.models.optim import build_optimizer
 
 
