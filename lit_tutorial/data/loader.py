@@ -10,10 +10,9 @@ class TensorLoader:
 
     The epoch comes from ``epoch_source`` (the trainer's epoch) or, without one, counts ``iter()`` calls. The
     loader records the epoch and the batches it has served, Lightning saves that in checkpoints (``state_dict``),
-    and a run resumed mid-epoch continues with the very next batch. Under
-    distributed training each process takes every ``world_size``-th sample of the epoch's order; training
-    drops the uneven tail so every process steps equally often, evaluation keeps it so nothing is counted
-    twice and nothing is missed.
+    and a run resumed mid-epoch continues with the very next batch. Under distributed training each process
+    takes every ``world_size``-th sample of the epoch's order; training drops the uneven tail so every process
+    steps equally often, evaluation keeps it so nothing is counted twice and nothing is missed.
     """
 
     def __init__(
@@ -61,11 +60,13 @@ class TensorLoader:
         if not self.shuffle and self.world_size == 1 and self.subset is None:
             return None
         if self.shuffle:
+            # One generator per (seed, epoch): the order never depends on what ran before, so resumes replay it.
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
         else:
             order = torch.arange(n)
         order = order[self.rank :: self.world_size][: self._shard_size()]
-        return order if self.subset is None else self.subset[order]
+        order = order if self.subset is None else self.subset[order]
+        return order.to(self.tensors[0].device)  # once per epoch, not per batch, for device-resident data
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         if self._resume is not None:
@@ -88,8 +89,7 @@ class TensorLoader:
             if indices is None:
                 yield tuple(t[start:stop] for t in self.tensors)
             else:
-                rows = indices[start:stop].to(self.tensors[0].device)
-                yield tuple(t[rows] for t in self.tensors)
+                yield tuple(t[indices[start:stop]] for t in self.tensors)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "served": self.served}
