@@ -83,6 +83,7 @@ def test_full_500_iteration_run_lowers_the_loss(name, tmp_path):
         ("--model.init_args.optimizer.init_args.lr=-1e-4", "model.optimizer: Invalid learning rate: -0.0001"),
         ("--model.init_args.optimizer.init_args.momentum=-1", "model.optimizer: Invalid momentum value: -1.0"),
         ("--trainer.max_epochs=x", 'Parser key "trainer.max_epochs"'),
+        ("--data.init_args.d_in=500", "the model maps 1000 inputs to 10 outputs but data.d_in=500"),
     ],
 )
 def test_bad_input_is_one_clear_sentence(override, expected, tmp_path, capsys):
@@ -92,6 +93,13 @@ def test_bad_input_is_one_clear_sentence(override, expected, tmp_path, capsys):
     lines = [line for line in err.splitlines() if line.startswith("lit_tutorial: error:")]
     assert len(lines) == 1 and expected in lines[0], err
     assert "Traceback" not in err and "usage:" not in err
+
+
+@pytest.mark.parametrize("config", ["step3_autograd", "step5_nn", "step7_custom_module"])
+def test_model_and_data_sizes_must_agree(config, tmp_path, capsys):
+    code, err = run_cli(["fit", "--config", str(CONFIGS / f"{config}.yaml"), "--data.init_args.d_out=3",
+                         *quiet_trainer_args(tmp_path)], capsys)
+    assert code == 2 and "maps 1000 inputs to 10 outputs but data.d_in=1000 and data.d_out=3" in err
 
 
 def test_from_scratch_lr_must_be_positive(tmp_path, capsys):
