@@ -51,3 +51,24 @@ def test_passes_repeat_the_data_without_copying():
     x = torch.randn(4, 3)
     batches = list(TensorLoader(x, batch_size=4, passes=5))
     assert len(batches) == 5 and all(b[0].data_ptr() == x.data_ptr() for b in batches)
+
+
+def test_worker_processes_serve_the_same_batches_and_resume():
+    images = torch.randint(0, 256, (37, 3, 4, 4), dtype=torch.uint8)
+    labels = torch.arange(37)
+
+    def make(workers: int) -> TensorLoader:
+        return TensorLoader(images, labels, batch_size=5, shuffle=True, seed=2, num_workers=workers)
+
+    in_process, with_workers = make(0), make(2)
+    for _ in range(2):  # two epochs
+        expected, got = list(in_process), list(with_workers)
+        assert len(got) == len(expected) == 8
+        assert all(torch.equal(a, b) for pair in zip(got, expected, strict=True) for a, b in zip(*pair, strict=True))
+
+    iterator = iter(with_workers)
+    next(iterator), next(iterator)
+    resumed = make(2)
+    resumed.load_state_dict(with_workers.state_dict())
+    rest = [batch[1].tolist() for batch in resumed]
+    assert rest == [batch[1].tolist() for batch in iterator]

@@ -216,3 +216,11 @@ def test_digits_full_run_reaches_97_percent(tmp_path):
     cli.trainer.fit(cli.model, cli.datamodule)
     (results,) = cli.trainer.test(cli.model, cli.datamodule)
     assert results["test_acc"] >= 0.97
+
+
+def test_worker_processes_through_cli_and_negative_count_rejected(tmp_path, capsys):
+    config = str(CONFIGS / "digits.yaml")
+    args = ["fit", "--config", config, "--trainer.fast_dev_run=true", *quiet_trainer_args(tmp_path)]
+    assert run_cli([*args, "--data.init_args.num_workers=1"])[0] == 0
+    code, err = run_cli([*args, "--data.init_args.num_workers=-1"], capsys)
+    assert code == 2 and "data.num_workers must be >= 0, got -1" in _error_line(err)

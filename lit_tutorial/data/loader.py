@@ -27,6 +27,7 @@ class TensorLoader:
         world_size: int = 1,
         even_shards: bool = False,
         epoch_source: Callable[[], int] | None = None,
+        num_workers: int = 0,
     ) -> None:
         self.tensors = tensors
         self.subset = subset  # serve only these rows (a split), without copying the tensors
@@ -38,6 +39,7 @@ class TensorLoader:
         self.world_size = world_size
         self.even_shards = even_shards
         self.epoch_source = epoch_source
+        self.num_workers = num_workers
         self.epoch = -1
         self.served = 0
         self._resume: dict | None = None
@@ -80,19 +82,37 @@ class TensorLoader:
         return self._batches(self._indices(), self.served)
 
     def _batches(self, indices: torch.Tensor | None, skip: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        size = self._shard_size()
-        per_pass = -(-size // self.batch_size)
-        for b in range(skip, len(self)):
-            start = (b % per_pass) * self.batch_size
-            stop = min(start + self.batch_size, size)
+        batches = _EpochBatches(self, indices)
+        if self.num_workers:
+            # Worker processes gather the batches; the order, and so the results, are the same as in-process.
+            loader = torch.utils.data.DataLoader(
+                batches, batch_size=None, sampler=range(skip, len(self)), num_workers=self.num_workers
+            )
+            source = iter(loader)
+        else:
+            source = (batches[b] for b in range(skip, len(self)))
+        for b, batch in enumerate(source, start=skip):
             self.served = b + 1
-            if indices is None:
-                yield tuple(t[start:stop] for t in self.tensors)
-            else:
-                yield tuple(t[indices[start:stop]] for t in self.tensors)
+            yield batch
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "served": self.served}
 
     def load_state_dict(self, state: dict) -> None:
         self._resume = dict(state)
+
+
+class _EpochBatches(torch.utils.data.Dataset):
+    """Batch ``b`` of one epoch's order, for the loader itself or for DataLoader worker processes."""
+
+    def __init__(self, loader: TensorLoader, indices: torch.Tensor | None) -> None:
+        self.tensors, self.indices, self.batch_size = loader.tensors, indices, loader.batch_size
+        self.size = loader._shard_size()
+        self.per_pass = -(-self.size // self.batch_size)
+
+    def __getitem__(self, b: int) -> tuple[torch.Tensor, ...]:
+        start = (b % self.per_pass) * self.batch_size
+        stop = min(start + self.batch_size, self.size)
+        if self.indices is None:
+            return tuple(t[start:stop] for t in self.tensors)
+        return tuple(t[self.indices[start:stop]] for t in self.tensors)
