@@ -39,9 +39,13 @@ class ResumeCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        # Only interruptions: a failed run (non-finite loss, a bug) must not overwrite the last good state.
+        # Only interruptions: a failed run (non-finite loss, a bug) must not overwrite the last good state. Nor
+        # in the middle of a gradient-accumulation window, whose gradients a checkpoint cannot hold: the previous
+        # checkpoint replays it exactly instead.
         interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
-        if interrupted and not self._should_skip_saving_checkpoint(trainer):  # skips outside fit, too
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        mid_window = done % trainer.accumulate_grad_batches != 0 and done != trainer.num_training_batches
+        if interrupted and not mid_window and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:

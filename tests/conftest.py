@@ -118,14 +118,17 @@ def vision_data_args(tiny_vision_root, trust_cifar_files):
 
 
 class InterruptAt(L.Callback):
-    """Interrupts a fit right after optimizer step ``step``: Ctrl-C (``KeyboardInterrupt``) or a hard ``SIGKILL``."""
+    """Interrupts a fit right after optimizer step ``step`` (or, with ``batch``, after that many batches):
+    Ctrl-C (``KeyboardInterrupt``) or a hard ``SIGKILL``."""
 
-    def __init__(self, step: int, how: str = "ctrl_c") -> None:
+    def __init__(self, step: int = -1, how: str = "ctrl_c", batch: int = -1) -> None:
         self.step = step
         self.how = how
+        self.batch = batch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
+        batches = trainer.fit_loop.epoch_loop.batch_progress.total.processed
+        if trainer.global_step == self.step or batches == self.batch:
             if self.how == "sigkill":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise KeyboardInterrupt

@@ -62,6 +62,19 @@ def test_ctrl_c_then_resume_equals_uninterrupted(workload, interrupt_step, tmp_p
     _assert_same_weights(_final_weights(crashed), _final_weights(tmp_path / "straight"))
 
 
+def test_ctrl_c_inside_an_accumulation_window_resumes_exactly(tmp_path):
+    """Step 5-1: accumulated gradients are not in a checkpoint, so an interrupt mid-window keeps the last one."""
+    accumulate = ["--config", str(CONFIGS / "step5_1_accumulate.yaml"), "--data.init_args.steps=40",
+                  "--trainer.max_epochs=2"]
+    assert run_cli(["fit", *accumulate, *quiet_trainer_args(tmp_path / "straight")])[0] == 0
+    crashed = tmp_path / "crashed"
+    assert run_cli(["fit", *accumulate, *_interrupt(-1), "--trainer.callbacks.batch=51",
+                    *quiet_trainer_args(crashed)])[0] != 0
+    assert torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5  # epoch 0's end
+    assert run_cli(["fit", *accumulate, "--ckpt_path", "last", *quiet_trainer_args(crashed)])[0] == 0
+    _assert_same_weights(_final_weights(crashed), _final_weights(tmp_path / "straight"))
+
+
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     """A hard kill writes nothing: the run resumes from the epoch-end checkpoint and replays the lost steps."""
     assert run_cli(["fit", *REGRESSION, *quiet_trainer_args(tmp_path / "straight")])[0] == 0
