@@ -7,6 +7,7 @@ device (``ToTensor`` + ``Normalize``, done once per batch instead of once per im
 
 import hashlib
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import Literal
@@ -202,7 +203,7 @@ class ImageDataModule(L.LightningDataModule):
         else:
             mean, std = channel_stats(images, rows)
             if cache is not None and self.data_dir.is_dir():
-                tmp = cache.with_suffix(".tmp")
+                tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # under DDP every process may write it
                 tmp.write_text(json.dumps({"mean": mean, "std": std}))
                 tmp.replace(cache)
         rank_zero_info(f"Normalize: per-channel mean {mean}, std {std} (training split, 'auto')")

@@ -70,13 +70,13 @@ class FromScratchRegressor(L.LightningModule):
         """Step 1's forward and backward written out: sets ``w.grad`` and returns the loss."""
         h = x.mm(self.w1)
         h_relu = h.clamp(min=0)
-        y_pred = h_relu.mm(self.w2)
-        grad_y_pred = 2.0 * (y_pred - y)
+        error = h_relu.mm(self.w2) - y
+        grad_y_pred = 2.0 * error
         self.w2.grad = h_relu.t().mm(grad_y_pred)
         grad_h = grad_y_pred.mm(self.w2.t())
         grad_h[h < 0] = 0
         self.w1.grad = x.t().mm(grad_h)
-        return (y_pred - y).pow(2).sum()
+        return error.pow(2).sum()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
