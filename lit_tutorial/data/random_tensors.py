@@ -9,7 +9,15 @@ from lit_tutorial.errors import UserError, require_positive
 
 
 class RandomTensorDataModule(L.LightningDataModule):
-    """The tutorial's ``x = torch.randn(N, D_in); y = torch.randn(N, D_out)``: one epoch = its 500-iteration loop."""
+    """The tutorial's ``x = torch.randn(N, D_in); y = torch.randn(N, D_out)``: one epoch = its 500-iteration loop.
+
+    Args:
+        n: Samples in the batch (the tutorial's N).
+        d_in: Input width (D_in); the model must take as many.
+        d_out: Output width (D_out); the model must give as many.
+        steps: Iterations per epoch, each on the same full batch.
+        seed: Seed of the data, independent of the weights' seed.
+    """
 
     def __init__(self, n: int = 64, d_in: int = 1000, d_out: int = 10, steps: int = 500, seed: int = 0) -> None:
         super().__init__()

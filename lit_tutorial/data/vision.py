@@ -48,9 +48,18 @@ def channel_stats(
 class ImageDataModule(L.LightningDataModule):
     """Shared machinery: seeded train/val split, normalisation, resumable in-memory loaders.
 
-    ``num_workers`` > 0 gathers batches in that many worker processes; the default 0 gathers them in the
-    training process, which is faster here since the data is already decoded in memory. ``device_resident``
-    keeps the uint8 dataset on the accelerator (batches are gathered there; no workers then).
+    Args:
+        data_dir: Folder holding (or receiving) the dataset files, and the ``auto`` statistics cache.
+        download: Fetch the dataset into ``data_dir`` when its files are missing.
+        batch_size: Images per batch.
+        val_size: Training images held out (seeded) for validation; 0 for none.
+        seed: Seed of the train/val split and of each epoch's shuffle.
+        mean: Per-channel mean for Normalize, or ``auto`` to compute it over the training split; unset, the
+            dataset's usual values (CIFAR10: the tutorial's 0.5, MNIST: 0.1307, digits: ``auto``).
+        std: Per-channel std for Normalize, or ``auto`` (together with ``mean: auto``).
+        device_resident: Keep the uint8 dataset on the accelerator and gather batches there.
+        num_workers: Worker processes that gather batches; 0 (the default, fastest for in-memory data) gathers
+            them in the training process.
     """
 
     class_names: tuple[str, ...] = ()
@@ -307,7 +316,11 @@ class MNISTDataModule(ImageDataModule):
 
 
 class DigitsDataModule(ImageDataModule):
-    """scikit-learn's 1,797 real 8x8 handwritten digits, scaled to 20x20 and centred in 28x28 like MNIST; offline."""
+    """scikit-learn's 1,797 real 8x8 handwritten digits, scaled to 20x20 and centred in 28x28 like MNIST; offline.
+
+    Args:
+        test_size: Images in the fixed test set (the same permutation every run).
+    """
 
     class_names = tuple(str(d) for d in range(10))
 

@@ -19,7 +19,14 @@ from lit_tutorial.models.optim import build_optimizer
 
 
 class ImageClassifier(L.LightningModule):
-    """Cross-entropy training of ``net``; ``class_names`` comes from the DataModule (linked by the CLI)."""
+    """Cross-entropy training of ``net``; ``class_names`` comes from the DataModule (linked by the CLI).
+
+    Args:
+        net: The image net, e.g. ``lit_tutorial.nets.LeNet``.
+        optimizer: The optimizer class and its arguments, e.g. ``torch.optim.SGD`` with ``lr`` and ``momentum``.
+        class_names: Names of the classes, in label order (set by the CLI from the DataModule).
+        sample_images: Test images shown, with ground truth and prediction, in ``test_samples.png``.
+    """
 
     def __init__(
         self,

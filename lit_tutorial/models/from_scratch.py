@@ -44,6 +44,13 @@ class FromScratchRegressor(L.LightningModule):
 
     ``backprop`` picks the tutorial step: ``by_hand`` (step 1, gradients written out, no autograd; run it with
     ``trainer.precision: 64-true`` to match the numpy original), ``autograd`` (step 3) or ``my_relu`` (step 4).
+
+    Args:
+        d_in: Input width (D_in).
+        h: Hidden width (H).
+        d_out: Output width (D_out).
+        lr: Learning rate of the hand update ``w -= lr * w.grad``.
+        backprop: How gradients are computed: ``by_hand``, ``autograd`` or ``my_relu``.
     """
 
     def __init__(

@@ -11,7 +11,12 @@ from lit_tutorial.models.optim import build_optimizer
 
 
 class Regressor(L.LightningModule):
-    """Wraps a plain net; the optimizer (and any gradient accumulation) comes from the config, not from code."""
+    """Wraps a plain net; the optimizer (and any gradient accumulation) comes from the config, not from code.
+
+    Args:
+        net: The regression net, e.g. ``lit_tutorial.nets.TwoLayerNet``.
+        optimizer: The optimizer class and its arguments, e.g. ``torch.optim.SGD`` with ``lr``.
+    """
 
     def __init__(self, net: nn.Module, optimizer: OptimizerCallable = torch.optim.SGD) -> None:
         super().__init__()
