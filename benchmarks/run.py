@@ -3,6 +3,7 @@
     python benchmarks/run.py                      # every workload, the sizes below (about 7 minutes on 2 cores)
     python benchmarks/run.py --quick              # a smaller run (about 2 minutes)
     python benchmarks/run.py --workloads cifar10_b4 --images-b4 4000 --repeats 5
+    python benchmarks/run.py --accelerator gpu    # on a CUDA machine; adds the 3-epoch device-resident run
 
 Each workload runs the baseline (the tutorial's code, bugs fixed) and the project (``python -m lit_tutorial fit``
 with the step's own config, built through the same CLI; only ``fit`` is timed) alternately, ``--repeats`` times
@@ -36,6 +37,7 @@ from lit_tutorial.nets import DynamicNet, LeNet, MnistNet, TwoLayerNet, two_laye
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 N, D_IN, H, D_OUT = 64, 1000, 100, 10
+DEVICE = torch.device("cpu")  # --accelerator gpu: the hand loops run on CUDA, as the tutorial's do
 
 
 # --- measuring -------------------------------------------------------------------------------------------------
@@ -63,6 +65,8 @@ def timed(run: Callable[[], int]) -> tuple[float, int]:
     """Run once; return (seconds, batches done)."""
     start = time.perf_counter()
     batches = run()
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start, batches
 
 
@@ -92,11 +96,11 @@ def peak_memory_mb(run: Callable[[], int]) -> float:
 # --- the tutorial's hand loops (the baselines) --------------------------------------------------------------------
 def _regression_data(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(N, D_IN, generator=g), torch.randn(N, D_OUT, generator=g)
+    return torch.randn(N, D_IN, generator=g).to(DEVICE), torch.randn(N, D_OUT, generator=g).to(DEVICE)
 
 
 def hand_step1(iterations: int) -> int:
-    x, y = (t.double().numpy() for t in _regression_data())
+    x, y = (t.double().cpu().numpy() for t in _regression_data())  # step 1 is numpy: always the CPU
     w1, w2 = np.random.randn(D_IN, H), np.random.randn(H, D_OUT)
     for _ in range(iterations):
         h = x.dot(w1)
@@ -115,7 +119,8 @@ def hand_step1(iterations: int) -> int:
 
 def _hand_autograd(iterations: int, relu) -> int:
     x, y = _regression_data()
-    w1, w2 = torch.randn(D_IN, H, requires_grad=True), torch.randn(H, D_OUT, requires_grad=True)
+    w1 = torch.randn(D_IN, H, device=DEVICE, requires_grad=True)
+    w2 = torch.randn(H, D_OUT, device=DEVICE, requires_grad=True)
     for _ in range(iterations):
         loss = (relu(x.mm(w1)).mm(w2) - y).pow(2).sum()
         loss.item()
@@ -140,7 +145,7 @@ def hand_step4(iterations: int) -> int:
 
 def hand_step5(iterations: int) -> int:
     x, y = _regression_data()
-    model, loss_fn = two_layer_sequential(), nn.MSELoss(reduction="sum")
+    model, loss_fn = two_layer_sequential().to(DEVICE), nn.MSELoss(reduction="sum")
     for _ in range(iterations):
         loss = loss_fn(model(x), y)
         loss.item()
@@ -154,6 +159,7 @@ def hand_step5(iterations: int) -> int:
 
 def _hand_optimizer(iterations: int, model: nn.Module, make_optimizer, accumulation: int = 1) -> int:
     x, y = _regression_data()
+    model.to(DEVICE)
     loss_fn, optimizer = nn.MSELoss(reduction="sum"), make_optimizer(model.parameters())
     for n in range(iterations):
         loss = loss_fn(model(x), y)
@@ -189,12 +195,13 @@ def hand_cifar10(root: Path, images: int, batch: int) -> int:
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
     dataset = torchvision.datasets.CIFAR10(root=root, train=True, download=False, transform=tf)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=2)
-    module, loss_fn = LeNet(), nn.CrossEntropyLoss()
+    module, loss_fn = LeNet().to(DEVICE), nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(module.parameters(), lr=0.001, momentum=0.9)
     run_loss, steps = 0.0, images // batch
     for i, (inputs, labels) in enumerate(loader):
         if i == steps:
             break
+        inputs, labels = inputs.to(DEVICE), labels.to(DEVICE)
         optimizer.zero_grad()
         loss = loss_fn(module(inputs), labels)
         loss.backward()
@@ -208,12 +215,13 @@ def hand_mnist(root: Path, images: int, batch: int = 64) -> int:
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     loader = torch.utils.data.DataLoader(torchvision.datasets.MNIST(root, train=True, transform=tf),
                                          batch_size=batch, shuffle=True)
-    model = MnistNet()
+    model = MnistNet().to(DEVICE)
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     steps = images // batch
     for i, (data, target) in enumerate(loader):
         if i == steps:
             break
+        data, target = data.to(DEVICE), target.to(DEVICE)
         optimizer.zero_grad()
         loss = F.nll_loss(F.log_softmax(model(data), dim=1), target)
         loss.backward()
@@ -243,7 +251,8 @@ def project(config: str, *overrides: str) -> Callable[[], Callable[[], int]]:
         root = tempfile.mkdtemp(prefix="lit_tutorial_bench_")
         cli = make_cli(["--config", str(CONFIGS / f"{config}.yaml"), f"--trainer.default_root_dir={root}",
                         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-                        *overrides], run=False)
+                        f"--trainer.accelerator={'gpu' if DEVICE.type == 'cuda' else 'cpu'}", *overrides],
+                       run=False)
         cli.trainer.callbacks.append(timer := LoopTimer())
 
         def run() -> int:
@@ -291,12 +300,17 @@ def main() -> None:
     parser.add_argument("--mnist-images", type=int, default=6400, help="MNIST training images per run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu",
+                        help="gpu: hand loops on CUDA, the project with trainer.accelerator=gpu; adds the "
+                             "cifar10_3_epochs workload (fast + gpu overlays, device-resident data)")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
     if args.quick:
         args.iterations, args.images_b4, args.images_b256, args.mnist_images, args.repeats = 200, 2000, 10240, 1280, 1
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
-    workloads = args.workloads.split(",")
+    workloads = args.workloads.split(",") + (["cifar10_3_epochs"] if args.accelerator == "gpu" else [])
     rows = []
     with tempfile.TemporaryDirectory() as tmp, mock.patch("torchvision.datasets.cifar.check_integrity",
                                                           return_value=True):
@@ -332,6 +346,14 @@ def main() -> None:
                                         "--data.init_args.download=false", "--data.init_args.val_size=0",
                                         "--trainer.max_epochs=1",
                                         f"--trainer.limit_train_batches={args.mnist_images // 64}"), args.repeats))
+        if "cifar10_3_epochs" in workloads:
+            # The GPU bar: 3 epochs of the tutorial's LeNet on all 50,000 images, dataset resident on the device.
+            run = project("cifar10", "--config", str(CONFIGS / "fast.yaml"), f"--data.init_args.data_dir={data}",
+                          "--data.init_args.download=false", "--data.init_args.val_size=0",
+                          "--trainer.max_epochs=3")()
+            seconds, batches = timed(run)
+            print(f"cifar10, 3 epochs, batch 256, device-resident: {seconds:.2f} s for {batches} batches "
+                  f"(steady {run.timer.rate() * 256:.0f} images/s)", flush=True)
     print("\n| workload | unit | hand loop | lit_tutorial (whole fit) | ratio | lit_tutorial (steady) | ratio | "
           "peak MB hand | peak MB project | memory ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
