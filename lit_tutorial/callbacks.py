@@ -7,6 +7,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from lit_tutorial.files import atomic_write
+
 
 class PredictionCSVWriter(BasePredictionWriter):
     """``predict`` writes ``predictions.csv`` (index, predicted class name, probability) into the run's log dir."""
@@ -20,14 +22,11 @@ class PredictionCSVWriter(BasePredictionWriter):
         rows = {key: torch.cat([p[key] for p in predictions]).cpu() for key in ("index", "predicted", "probability")}
         names = pl_module.hparams.class_names
         out = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
-        out.mkdir(parents=True, exist_ok=True)
         # One file per process under DDP, each holding that process's share of the samples.
         name = self.filename if trainer.world_size == 1 else f"rank{trainer.global_rank}_{self.filename}"
-        tmp = out / f"{name}.tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(out / name, "w") as f:
             writer = csv.writer(f)
             writer.writerow(["index", "predicted", "probability"])
             columns = (rows[key].tolist() for key in ("index", "predicted", "probability"))
             for index, predicted, probability in zip(*columns, strict=True):
                 writer.writerow([index, names[predicted], f"{probability:.6f}"])
-        tmp.replace(out / name)

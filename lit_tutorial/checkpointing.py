@@ -1,6 +1,5 @@
 """Checkpoints that make a run resumable exactly: when to write them, how to write them, where ``last`` is."""
 
-import os
 import zipfile
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_tutorial.errors import UserError
+from lit_tutorial.files import atomic_write
 
 
 class ResumeCheckpoint(ModelCheckpoint):
@@ -65,18 +65,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint beside its target and renames it into place: a kill mid-save never leaves a torn file."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as f:
+            torch.save(checkpoint, f)
 
 
 def checkpoint_dir(default_root_dir: str) -> Path:

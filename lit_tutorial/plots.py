@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from lit_tutorial.files import atomic_write  # noqa: E402
+
 
 def accuracy_table(overall: float, rows: list[tuple[str, float, int, int]]) -> str:
     """The tutorial's 'Accuracy of plane : 61 %' lines as one aligned table."""
@@ -53,10 +55,9 @@ def sample_grid_figure(images: torch.Tensor, truth: torch.Tensor, predicted: tor
 
 
 def save_png(figure: Figure, path: Path) -> None:
-    """Write next to the target and rename, so a crash never leaves a half-written PNG."""
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png", dpi=100)
-    tmp.replace(path)
+    """Write the figure as a PNG, never leaving a half-written file."""
+    with atomic_write(path) as f:
+        figure.savefig(f, format="png", dpi=100)
 
 
 def close(figure: Figure) -> None:

@@ -7,7 +7,6 @@ device (``ToTensor`` + ``Normalize``, done once per batch instead of once per im
 
 import hashlib
 import json
-import os
 import pickle
 from pathlib import Path
 from typing import Literal
@@ -20,6 +19,7 @@ from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
 from lit_tutorial.data.loader import TensorLoader
 from lit_tutorial.errors import UserError, require_positive
+from lit_tutorial.files import atomic_write
 
 Stats = list[float] | Literal["auto"]
 
@@ -212,9 +212,8 @@ class ImageDataModule(L.LightningDataModule):
         else:
             mean, std = channel_stats(images, rows)
             if cache is not None and self.data_dir.is_dir():
-                tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # under DDP every process may write it
-                tmp.write_text(json.dumps({"mean": mean, "std": std}))
-                tmp.replace(cache)
+                with atomic_write(cache, "w") as f:
+                    f.write(json.dumps({"mean": mean, "std": std}))
         rank_zero_info(f"Normalize: per-channel mean {mean}, std {std} (training split, 'auto')")
         if self.trainer is not None and self.trainer.logger is not None:
             self.trainer.logger.log_hyperparams({"data_mean": mean, "data_std": std})

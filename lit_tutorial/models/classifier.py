@@ -119,7 +119,6 @@ class ImageClassifier(L.LightningModule):
 
     def _write_figures(self, confusion: torch.Tensor, out: Path) -> None:
         """Confusion matrix and the tutorial's GT-vs-Pred image grid: PNGs in the log dir, and in TensorBoard."""
-        out.mkdir(parents=True, exist_ok=True)
         names = list(self.hparams.class_names)
         figures = {"confusion_matrix": plots.confusion_figure(confusion.cpu(), names)}
         if self._samples is not None:
