@@ -26,6 +26,12 @@ class ResumeCheckpoint(ModelCheckpoint):
             filename="last", save_last=True, save_top_k=0, every_n_train_steps=every_n_train_steps,
             enable_version_counter=False,
         )
+        self._state_key = super().state_key
+
+    @property
+    def state_key(self) -> str:
+        # Built once: Lightning formats it for every hook call (about 7 a step), and its inputs are fixed above.
+        return self._state_key
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.dirpath is None:

@@ -10,10 +10,11 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torchvision import transforms
 
-from conftest import CONFIGS, quiet_trainer_args, run_cli
+from conftest import CONFIGS, LossRecorder, assert_curves_equal, quiet_trainer_args, run_cli
 from lit_tutorial.callbacks import PredictionCSVWriter
 from lit_tutorial.cli import make_cli
 from lit_tutorial.data import CIFAR10DataModule, MNISTDataModule
@@ -224,3 +225,53 @@ def test_worker_processes_through_cli_and_negative_count_rejected(tmp_path, caps
     assert run_cli([*args, "--data.init_args.num_workers=1"])[0] == 0
     code, err = run_cli([*args, "--data.init_args.num_workers=-1"], capsys)
     assert code == 2 and "data.num_workers must be >= 0, got -1" in _error_line(err)
+
+
+class StartState(L.Callback):
+    """The net's weights and the global RNG state as training starts: the hand loop starts from the same."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.weights = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+        self.rng_state = torch.get_rng_state()
+
+
+@pytest.mark.parametrize("config, dataset, normalize, optimizer", [
+    ("cifar10", torchvision.datasets.CIFAR10, ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+     lambda params: torch.optim.SGD(params, lr=0.001, momentum=0.9)),
+    ("mnist", torchvision.datasets.MNIST, ((0.1307,), (0.3081,)), lambda params: torch.optim.Adadelta(params, lr=1.0)),
+])
+def test_training_curve_equals_the_tutorial_loop(config, dataset, normalize, optimizer, tiny_vision_root,
+                                                 trust_cifar_files, tmp_path):
+    """Steps 9-10 through the CLI: the per-step losses of 5 epochs equal the tutorial's own loop (per-sample
+    ToTensor + Normalize, a DataLoader, zero_grad/backward/step) from the same weights, batches and RNG state
+    (MnistNet's dropout draws from it)."""
+    epochs, batch_size = 5, 4
+    cli = make_cli(["--config", str(CONFIGS / f"{config}.yaml"), f"--data.init_args.data_dir={tiny_vision_root}",
+                    "--data.init_args.download=false", "--data.init_args.val_size=0",
+                    f"--data.init_args.batch_size={batch_size}", f"--trainer.max_epochs={epochs}",
+                    "--trainer.accelerator=cpu", *quiet_trainer_args(tmp_path)], run=False)
+    recorder, start = LossRecorder(), StartState()
+    cli.trainer.callbacks += [recorder, start]
+    cli.trainer.fit(cli.model, cli.datamodule)
+
+    net = type(cli.model.net)()
+    net.load_state_dict(start.weights)
+    torch.set_rng_state(start.rng_state)
+    images = dataset(tiny_vision_root, train=True, transform=transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize(*normalize)]))
+    opt, losses = optimizer(net.parameters()), []
+    train_rows = cli.datamodule.splits["train"][2]
+    for epoch in range(epochs):
+        # The same images in the same order: the training split's rows, shuffled as the project's loader does.
+        (order,) = next(iter(TensorLoader(torch.arange(len(images)), subset=train_rows, batch_size=len(images),
+                                          shuffle=True, epoch_source=lambda e=epoch: e)))
+        # A generator of its own: by default a DataLoader draws a seed from the global RNG, shifting dropout.
+        batches = torch.utils.data.DataLoader(images, batch_size=batch_size, sampler=order.tolist(),
+                                              generator=torch.Generator())
+        for inputs, labels in batches:
+            opt.zero_grad()
+            loss = F.cross_entropy(net(inputs), labels)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    assert_curves_equal(recorder.losses, losses, rtol=1e-5)

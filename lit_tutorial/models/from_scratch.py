@@ -2,12 +2,11 @@
 
 from typing import Literal
 
-import lightning as L
 import torch
 from torch import nn
 
-from lit_tutorial.errors import ensure_finite, require_positive
-from lit_tutorial.models.logging import log_train_loss
+from lit_tutorial.errors import require_positive
+from lit_tutorial.models.base import TutorialModule
 
 
 class MyReLU(torch.autograd.Function):
@@ -39,7 +38,7 @@ class HandSGD(torch.optim.Optimizer):
                 w -= group["lr"] * w.grad
 
 
-class FromScratchRegressor(L.LightningModule):
+class FromScratchRegressor(TutorialModule):
     """``y_pred = relu(x @ w1) @ w2`` with ``randn`` weights and ``sum((y_pred - y)^2)``, no ``nn`` layers.
 
     ``backprop`` picks the tutorial step: ``by_hand`` (step 1, gradients written out, no autograd; run it with
@@ -93,10 +92,10 @@ class FromScratchRegressor(L.LightningModule):
         else:
             loss = (self(x) - y).pow(2).sum()
             self.manual_backward(loss)
-        ensure_finite(loss, self, batch_idx)  # before the update, so the weights stay finite
+        self.check_finite(loss, batch_idx)  # before the update, so the weights stay finite
         optimizer.step()
         optimizer.zero_grad()
-        log_train_loss(self, loss)
+        self.log_train_loss(loss)
         return loss.detach()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -1,16 +1,14 @@
 """Steps 5-8: any regression ``nn.Module`` trained on ``MSELoss(reduction="sum")`` with automatic optimization."""
 
-import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
-from lit_tutorial.errors import ensure_finite
-from lit_tutorial.models.logging import log_train_loss
+from lit_tutorial.models.base import TutorialModule
 from lit_tutorial.models.optim import build_optimizer
 
 
-class Regressor(L.LightningModule):
+class Regressor(TutorialModule):
     """Wraps a plain net; the optimizer (and any gradient accumulation) comes from the config, not from code.
 
     Args:
@@ -30,8 +28,8 @@ class Regressor(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = self.loss_fn(self(x), y)
-        ensure_finite(loss, self, batch_idx)
-        log_train_loss(self, loss)
+        self.check_finite(loss, batch_idx)
+        self.log_train_loss(loss)
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
