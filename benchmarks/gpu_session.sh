@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
 # Everything a session lent a GPU should run, as one command (about 5 minutes on an H100).
-#   here:        pip download -d wheels "jsonargparse[signatures]"   # the lent machine has no jsonargparse
-#   the device:  bash benchmarks/gpu_session.sh                       # carry wheels/ (git-ignored) along
-# Prints the versions and the GPU, then the benchmark with the hand loops on CUDA and the project with
-# accelerator=gpu, plus the 3-epoch device-resident CIFAR10 run (the GPU bar); a copy lands in $OUT if set.
-set -euo pipefail
+#   here:        pip download --no-deps --only-binary=:all: --python-version 3.12 --platform any -d wheels \
+#                  jsonargparse docstring_parser typeshed_client    # the lent machine lacks these three
+#   the device:  bash benchmarks/gpu_session.sh [run.py arguments]  # carry wheels/ (git-ignored) along
+# Prints the versions and the GPU, then: the GPU bar (3 epochs of CIFAR10 on device-resident data) in both memory
+# layouts, Lightning DDP on the GPU, and the whole benchmark with the hand loops on CUDA; all of it lands in
+# $OUT/gpu_session.txt.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-missing=$(python - <<'PY'
-import importlib.util
-wanted = ["jsonargparse", "docstring_parser", "typeshed_client", "torchvision", "torchmetrics", "tensorboard", "matplotlib"]
-print(" ".join(m for m in wanted if importlib.util.find_spec(m) is None))
-PY
-)
-if [ -n "$missing" ]; then  # beyond jsonargparse's, download the wheels it names into wheels/ as well
-  echo "installing from wheels/: $missing"
-  pip install -q --no-index --find-links wheels "jsonargparse[signatures]" ${missing//_/-}
+exec > >(tee "${OUT:-/tmp}/gpu_session.txt") 2>&1
+if ! python3 -c "import jsonargparse, docstring_parser, typeshed_client" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site wheels/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
 fi
-python -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
-python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
+python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
+python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
   || { echo "gpu_session.sh: no CUDA device on this machine; run it on the lent GPU machine." >&2; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-out=${OUT:-/tmp}/gpu_benchmark.txt
-PYTHONWARNINGS=ignore python benchmarks/run.py --accelerator gpu "$@" 2>&1 | tee "$out"
+export PYTHONWARNINGS=ignore PYTHONUNBUFFERED=1
+for layout in true false; do
+  echo "== GPU bar, channels_last=$layout"
+  python3 benchmarks/run.py --accelerator gpu --workloads cifar10_3_epochs --repeats 3 \
+    --cifar10-args="--model.init_args.channels_last=$layout"
+done
+echo "== DDP through NCCL on the one GPU"
+runs=$(mktemp -d)
+timeout 180 python3 -m lit_tutorial fit --config configs/step6_optim.yaml --config configs/gpu.yaml \
+  --trainer.strategy=ddp --trainer.enable_progress_bar=false --trainer.default_root_dir="$runs" 2>&1 | tail -4
+ls -R "$runs" | head -12
+echo "== the whole benchmark"
+python3 benchmarks/run.py --accelerator gpu "$@"
