@@ -40,6 +40,7 @@ from lit_tutorial.nets import DynamicNet, LeNet, MnistNet, TwoLayerNet, two_laye
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 N, D_IN, H, D_OUT = 64, 1000, 100, 10
 DEVICE = torch.device("cpu")  # --accelerator gpu: the hand loops run on CUDA, as the tutorial's do
+RUNS: Path | None = None  # the project runs' logs and checkpoints: inside main's temp dir, removed with it
 
 
 # --- measuring -------------------------------------------------------------------------------------------------
@@ -270,7 +271,7 @@ def project(config: str, *overrides: str) -> Callable[[], Callable[[], int]]:
     """``python -m lit_tutorial fit --config configs/<config>.yaml`` built once per run; only ``fit`` is timed."""
 
     def prepare():
-        root = tempfile.mkdtemp(prefix="lit_tutorial_bench_")
+        root = tempfile.mkdtemp(dir=RUNS)
         cli = make_cli(["--config", str(CONFIGS / f"{config}.yaml"), f"--trainer.default_root_dir={root}",
                         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
                         f"--trainer.accelerator={'gpu' if DEVICE.type == 'cuda' else 'cpu'}", *overrides],
@@ -306,7 +307,7 @@ def compare(name: str, unit: str, per_batch: int, hand: Callable[[], int], prepa
     row["speedup"] = row["project_rate"] / row["hand_rate"]
     row["steady_speedup"] = row["steady_rate"] / row["hand_rate"]
     # Below a few MB the PSS difference is noise (the regression steps hold 0.3 MB of tensors).
-    row["memory_ratio"] = row["project_mb"] / row["hand_mb"] if row["hand_mb"] >= 5 else float("nan")
+    row["memory_ratio"] = f"{row['project_mb'] / row['hand_mb']:.2f}" if row["hand_mb"] >= 5 else "—"
     print(f"{name:<22} {unit:>9}  hand {row['hand_rate']:10.1f}  project {row['project_rate']:10.1f} "
           f"(steady {row['steady_rate']:.1f})  speed x{row['speedup']:.2f}  peak MB {row['hand_mb']:7.1f} / "
           f"{row['project_mb']:7.1f}", flush=True)
@@ -331,7 +332,7 @@ def main() -> None:
                         help="batch sizes of the cifar10_3_epochs workload, comma-separated")
     parser.add_argument("--cifar10-args", default="", help="extra CLI arguments for the project's CIFAR10 runs")
     args = parser.parse_args()
-    global DEVICE
+    global DEVICE, RUNS
     DEVICE = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
     if args.quick:
         args.iterations, args.images_b4, args.images_b256, args.mnist_images = 200, 2000, 10240, 1280
@@ -346,6 +347,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, mock.patch("torchvision.datasets.cifar.check_integrity",
                                                           return_value=True):
         data = Path(tmp)
+        RUNS = data / "runs"
+        RUNS.mkdir()
         g = torch.Generator().manual_seed(0)
 
         def images(n, channels, size):
@@ -399,7 +402,7 @@ def main() -> None:
         print(f"| {r['workload']} | {r['unit']} | {r['hand_rate']:.1f} | {r['project_rate']:.1f} | "
               f"{r['speedup']:.2f}x | {r['steady_rate']:.1f} | {r['steady_speedup']:.2f}x | "
               f"{1 / r['speedup']:.2f} / {1 / r['steady_speedup']:.2f} | {r['hand_mb']:.0f} | "
-              f"{r['project_mb']:.0f} | {r['memory_ratio']:.2f} |")
+              f"{r['project_mb']:.0f} | {r['memory_ratio']} |")
 
 
 if __name__ == "__main__":
