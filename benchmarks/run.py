@@ -13,6 +13,7 @@ workers above the level before the run, sampled in one extra run per side) and t
 random, written in torchvision's real on-disk formats to a temp dir."""
 
 import argparse
+import itertools
 import logging
 import os
 import sys
@@ -20,7 +21,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from unittest import mock
 
@@ -193,24 +194,28 @@ HAND_REGRESSION = {
 }
 
 
-def hand_cifar10(root: Path, images: int, batch: int) -> int:
-    """Step 9 as the tutorial writes it: per-sample ToTensor + Normalize in 2 worker processes."""
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
-    dataset = torchvision.datasets.CIFAR10(root=root, train=True, download=False, transform=tf)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=2)
+def _hand_lenet(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """Step 9's training loop (SGD lr 0.001 momentum 0.9, the running loss read every step) over ``batches``."""
     module, loss_fn = LeNet().to(DEVICE), nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(module.parameters(), lr=0.001, momentum=0.9)
-    run_loss, steps = 0.0, images // batch
-    for i, (inputs, labels) in enumerate(loader):
-        if i == steps:
-            break
+    run_loss, steps = 0.0, 0
+    for inputs, labels in batches:
         inputs, labels = inputs.to(DEVICE), labels.to(DEVICE)
         optimizer.zero_grad()
         loss = loss_fn(module(inputs), labels)
         loss.backward()
         optimizer.step()
         run_loss += loss.item()
+        steps += 1
     return steps
+
+
+def hand_cifar10(root: Path, images: int, batch: int) -> int:
+    """Step 9 as the tutorial writes it: per-sample ToTensor + Normalize in 2 worker processes."""
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    dataset = torchvision.datasets.CIFAR10(root=root, train=True, download=False, transform=tf)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=2)
+    return _hand_lenet(itertools.islice(loader, images // batch))
 
 
 def hand_cifar10_resident(root: Path, epochs: int, batch: int) -> int:
@@ -218,19 +223,8 @@ def hand_cifar10_resident(root: Path, epochs: int, batch: int) -> int:
     dataset = torchvision.datasets.CIFAR10(root=root, train=True, download=False)
     images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).to(DEVICE)
     labels = torch.tensor(dataset.targets, device=DEVICE)
-    module, loss_fn = LeNet().to(DEVICE), nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(module.parameters(), lr=0.001, momentum=0.9)
-    steps = 0
-    for _ in range(epochs):
-        for rows in torch.randperm(len(images), device=DEVICE).split(batch):
-            inputs = images[rows].float().div_(255).sub_(0.5).div_(0.5)
-            optimizer.zero_grad()
-            loss = loss_fn(module(inputs), labels[rows])
-            loss.backward()
-            optimizer.step()
-            loss.item()
-            steps += 1
-    return steps
+    return _hand_lenet((images[rows].float().div_(255).sub_(0.5).div_(0.5), labels[rows])
+                       for _ in range(epochs) for rows in torch.randperm(len(images), device=DEVICE).split(batch))
 
 
 def hand_mnist(root: Path, images: int, batch: int = 64) -> int:

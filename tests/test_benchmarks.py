@@ -19,17 +19,31 @@ def bench_script():
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     levels = [logger.level for logger in loggers]
     yield module
-    for logger, level in zip(loggers, levels):
+    for logger, level in zip(loggers, levels, strict=True):
         logger.setLevel(level)
 
 
-def test_benchmark_times_every_regression_step_beside_its_hand_loop(bench_script, monkeypatch, capsys):
-    argv = ["run.py", "--workloads", "regression", "--iterations", "6", "--regression-repeats", "1"]
-    monkeypatch.setattr(sys, "argv", argv)
+def run_benchmark(bench_script, monkeypatch, capsys, *args: str) -> list[list[str]]:
+    """Run ``benchmarks/run.py`` with ``args``; return its markdown table's rows as lists of cells."""
+    monkeypatch.setattr(sys, "argv", ["run.py", *args])
     bench_script.main()
-    table = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| step")]
-    assert [row[0].strip() for row in table] == list(bench_script.HAND_REGRESSION)
-    for row in table:
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split("|")[1:-1] for line in lines[lines.index("|---|---|---|---|---|---|---|---|---|---|---|") + 1 :]]
+    for row in rows:
         hand_rate, project_rate, steady_rate = float(row[2]), float(row[3]), float(row[5])
         assert hand_rate > 0 and project_rate > 0 and steady_rate >= project_rate
-        assert row[-1].strip() == "—"  # under 5 MB either side: no memory ratio from noise
+    return [[cell.strip() for cell in row] for row in rows]
+
+
+def test_benchmark_times_every_regression_step_beside_its_hand_loop(bench_script, monkeypatch, capsys):
+    rows = run_benchmark(bench_script, monkeypatch, capsys,
+                         "--workloads", "regression", "--iterations", "6", "--regression-repeats", "1")
+    assert [row[0] for row in rows] == list(bench_script.HAND_REGRESSION)
+    assert {row[-1] for row in rows} == {"—"}  # under 5 MB either side: no memory ratio from noise
+
+
+def test_benchmark_times_the_image_workloads_beside_the_tutorials_pipeline(bench_script, monkeypatch, capsys):
+    rows = run_benchmark(bench_script, monkeypatch, capsys, "--workloads", "cifar10_b4,cifar10_b256,mnist",
+                         "--images-b4", "16", "--images-b256", "512", "--mnist-images", "128", "--repeats", "1")
+    assert [row[0] for row in rows] == ["cifar10 batch 4", "cifar10 batch 256", "mnist batch 64"]
+    assert all(float(row[-1]) > 0 for row in rows)  # DataLoader workers and datasets: measurable memory
