@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Everything a session lent a GPU should run, as one command (about 5 minutes on an H100).
+# Everything a session lent a GPU should run, as one command (about 5 minutes on an H100 with
+# `--regression-repeats 3 --repeats 2`).
 #   here:        pip download --no-deps --only-binary=:all: --python-version 3.12 --platform any -d wheels \
 #                  jsonargparse docstring_parser typeshed_client    # the lent machine lacks these three
 #   the device:  bash benchmarks/gpu_session.sh [run.py arguments]  # carry wheels/ (git-ignored) along

@@ -16,6 +16,7 @@ import argparse
 import itertools
 import logging
 import os
+import shlex
 import sys
 import tempfile
 import threading
@@ -336,7 +337,7 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     torch.manual_seed(0)
     workloads = args.workloads.split(",") + (["cifar10_3_epochs"] if args.accelerator == "gpu" else [])
-    cifar10_args = args.cifar10_args.split()
+    cifar10_args = shlex.split(args.cifar10_args)
     rows = []
     with tempfile.TemporaryDirectory() as tmp, mock.patch("torchvision.datasets.cifar.check_integrity",
                                                           return_value=True):
