@@ -26,7 +26,7 @@ class ImageClassifier(TutorialModule):
         class_names: Names of the classes, in label order (set by the CLI from the DataModule).
         sample_images: Test images shown, with ground truth and prediction, in ``test_samples.png``.
         channels_last: Run the net in channels-last memory format: faster convolutions and pooling on CPUs (the
-            tutorial's LeNet at batch 256: 15 instead of about 20 ms a step here); results equal to rounding (1e-7).
+            tutorial's LeNet at batch 256: 15 instead of 18 ms a step at best here); results equal to rounding (1e-7).
             Leave it off for nets with dropout after a convolution: the masks are drawn in memory order.
     """
 
