@@ -195,9 +195,33 @@ HAND_REGRESSION = {
 }
 
 
+class TutorialLeNet(LeNet):
+    """Step 9's net with the tutorial's own forward (ReLU, then pooling)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class ExamplesMnistNet(MnistNet):
+    """Step 10's net with pytorch/examples' own forward (ReLU, pooling, dropout, then flattening)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = F.max_pool2d(x, 2)
+        x = torch.flatten(self.dropout1(x), 1)
+        x = self.dropout2(F.relu(self.fc1(x)))
+        return self.fc2(x)
+
+
 def _hand_lenet(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> int:
     """Step 9's training loop (SGD lr 0.001 momentum 0.9, the running loss read every step) over ``batches``."""
-    module, loss_fn = LeNet().to(DEVICE), nn.CrossEntropyLoss()
+    module, loss_fn = TutorialLeNet().to(DEVICE), nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(module.parameters(), lr=0.001, momentum=0.9)
     run_loss, steps = 0.0, 0
     for inputs, labels in batches:
@@ -233,7 +257,7 @@ def hand_mnist(root: Path, images: int, batch: int = 64) -> int:
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     loader = torch.utils.data.DataLoader(torchvision.datasets.MNIST(root, train=True, transform=tf),
                                          batch_size=batch, shuffle=True)
-    model = MnistNet().to(DEVICE)
+    model = ExamplesMnistNet().to(DEVICE)
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     steps = images // batch
     for i, (data, target) in enumerate(loader):

@@ -22,7 +22,30 @@ from lit_tutorial.data.formats import write_cifar10, write_mnist
 from lit_tutorial.data.loader import TensorLoader
 from lit_tutorial.data.vision import channel_stats
 from lit_tutorial.models import ImageClassifier
-from lit_tutorial.nets import LeNet
+from lit_tutorial.nets import LeNet, MnistNet
+
+
+def lenet_as_in_tutorial(net: LeNet, x: torch.Tensor) -> torch.Tensor:
+    x = net.pool(F.relu(net.conv1(x)))
+    x = net.pool(F.relu(net.conv2(x)))
+    x = torch.flatten(x, 1)
+    x = F.relu(net.fc1(x))
+    x = F.relu(net.fc2(x))
+    return net.fc3(x)
+
+
+def mnist_net_as_in_pytorch_examples(net: MnistNet, x: torch.Tensor) -> torch.Tensor:
+    x = F.relu(net.conv1(x))
+    x = F.relu(net.conv2(x))
+    x = F.max_pool2d(x, 2)
+    x = net.dropout1(x)
+    x = torch.flatten(x, 1)
+    x = F.relu(net.fc1(x))
+    x = net.dropout2(x)
+    return net.fc2(x)
+
+
+AS_WRITTEN = {LeNet: lenet_as_in_tutorial, MnistNet: mnist_net_as_in_pytorch_examples}
 
 
 @pytest.mark.parametrize("config", ["cifar10", "mnist", "digits"])
@@ -270,20 +293,41 @@ def test_training_curve_equals_the_tutorial_loop(config, dataset, normalize, opt
                                               generator=torch.Generator())
         for inputs, labels in batches:
             opt.zero_grad()
-            loss = F.cross_entropy(net(inputs), labels)
+            loss = F.cross_entropy(AS_WRITTEN[type(net)](net, inputs), labels)
             loss.backward()
             opt.step()
             losses.append(loss.item())
     assert_curves_equal(recorder.losses, losses, rtol=1e-5)
 
 
-def test_channels_last_runs_the_net_in_that_format_with_the_same_outputs():
+@pytest.mark.parametrize("net_class, shape", [(LeNet, (16, 3, 32, 32)), (MnistNet, (16, 1, 28, 28))])
+def test_nets_equal_their_source_code_bit_for_bit(net_class, shape):
+    """LeNet and MnistNet reorder ReLU, pooling and dropout for speed: outputs and gradients stay exactly equal."""
+    torch.manual_seed(0)
+    net, images = net_class().train(), torch.randn(shape)
+    images[:, :, :14, :14] = 0.5  # a flat patch: exact ties inside pooling windows, where gradients could diverge
+    results = []
+    for forward in (net, lambda x: AS_WRITTEN[net_class](net, x)):
+        torch.manual_seed(1)  # the same dropout masks
+        net.zero_grad()
+        outputs = forward(images)
+        outputs.square().sum().backward()
+        results.append([outputs.detach(), *(p.grad.clone() for p in net.parameters())])
+    assert all(torch.equal(ours, source) for ours, source in zip(*results, strict=True))
+
+
+@pytest.mark.parametrize("net_class, shape", [(LeNet, (8, 3, 32, 32)), (MnistNet, (8, 1, 28, 28))])
+def test_channels_last_runs_the_net_in_that_format_with_the_same_outputs(net_class, shape):
     names = [str(i) for i in range(10)]
     torch.manual_seed(0)
-    plain = ImageClassifier(LeNet(), class_names=names)
-    fast = ImageClassifier(LeNet(), class_names=names, channels_last=True)
+    plain = ImageClassifier(net_class(), class_names=names)
+    fast = ImageClassifier(net_class(), class_names=names, channels_last=True)
     fast.net.load_state_dict(plain.net.state_dict())
-    images = torch.randn(8, 3, 32, 32)
-    assert fast.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    assert not plain.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(fast(images), plain(images), rtol=0, atol=1e-6)
+    images = torch.randn(shape)
+    assert fast.net.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.net.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    outputs = []
+    for model in (fast, plain):
+        torch.manual_seed(1)  # in training mode: MnistNet's dropout masks must not depend on the memory format
+        outputs.append(model.train()(images))
+    torch.testing.assert_close(*outputs, rtol=0, atol=1e-6)

@@ -26,8 +26,8 @@ class ImageClassifier(TutorialModule):
         class_names: Names of the classes, in label order (set by the CLI from the DataModule).
         sample_images: Test images shown, with ground truth and prediction, in ``test_samples.png``.
         channels_last: Run the net in channels-last memory format: faster convolutions and pooling on CPUs (the
-            tutorial's LeNet at batch 256: 15 instead of 18 ms a step at best here); results equal to rounding (1e-7).
-            Leave it off for nets with dropout after a convolution: the masks are drawn in memory order.
+            tutorial's LeNet at batch 256: 14 instead of 17 ms a step at best here); results equal to rounding (1e-7).
+            Leave it off for nets that apply dropout to a 4-D activation: the masks are drawn in memory order.
     """
 
     def __init__(
