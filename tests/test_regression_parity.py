@@ -30,6 +30,8 @@ def test_step1_by_hand_float64_equals_numpy_loop(tmp_path):
     x, y = dm.x.double().numpy(), dm.y.double().numpy()
 
     losses = fit_and_record(model, dm, tmp_path, precision="64-true")
+    # Converted to float64 once for the whole fit, not copied on every batch by the precision plugin.
+    assert [t.dtype for t in dm.train_dataloader().tensors] == [torch.float64, torch.float64]
 
     expected, lr = [], 1e-6
     for _ in range(STEPS):

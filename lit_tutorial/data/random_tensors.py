@@ -42,7 +42,12 @@ class RandomTensorDataModule(L.LightningDataModule):
     def train_dataloader(self) -> TensorLoader:
         # One loader object for the whole fit, so its epoch/position state is what checkpoints save.
         if self._loader is None:
-            self._loader = TensorLoader(self.x, self.y, batch_size=len(self.x), passes=self.hparams.steps)
+            tensors = (self.x, self.y)
+            if self.trainer is not None:
+                # The precision plugin converts every batch (64-true: to float64, a fresh copy each step);
+                # converting the data once leaves it nothing to do.
+                tensors = self.trainer.precision_plugin.convert_input(tensors)
+            self._loader = TensorLoader(*tensors, batch_size=len(self.x), passes=self.hparams.steps)
         return self._loader
 
 
