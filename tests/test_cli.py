@@ -1,5 +1,6 @@
 """The command line: every config runs, overlays stack, full runs learn, bad input gets one clear sentence."""
 
+import os
 import subprocess
 import sys
 
@@ -119,3 +120,12 @@ def test_python_dash_m_help_lists_the_subcommands():
     assert result.returncode == 0
     for subcommand in ("fit", "validate", "test", "predict"):
         assert subcommand in result.stdout
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_lightnings_nvml_gpu_check_is_dropped_only_without_a_gpu(cuda, monkeypatch):
+    """Lightning's fork-safe GPU check makes every Adam/Adadelta step retry loading NVML on a machine without a GPU."""
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # what importing Lightning sets
+    monkeypatch.setattr("torch.cuda.is_available", lambda: cuda)
+    make_cli(["--config", str(CONFIGS / "step6_optim.yaml"), "--trainer.accelerator=cpu"], run=False)
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == ("1" if cuda else None)
