@@ -26,7 +26,7 @@ for layout in true false; do
 done
 echo "== DDP through NCCL on the one GPU"
 runs=$(mktemp -d)
-timeout 180 python3 -m lit_tutorial fit --config configs/step6_optim.yaml --config configs/gpu.yaml \
+timeout 180 python3 -m lit_tutorial fit --config configs/step6_optim.yaml --config configs/overlays/gpu.yaml \
   --trainer.strategy=ddp --trainer.enable_progress_bar=false --trainer.default_root_dir="$runs" 2>&1 | tail -4
 ls -R "$runs" | head -12
 echo "== the whole benchmark"

@@ -407,14 +407,14 @@ def main() -> None:
                 steps = count // batch
                 rows.append(compare(f"cifar10 batch {batch}", "images/s", batch,
                                     lambda b=batch, c=count: hand_cifar10(data, c, b),
-                                    project("cifar10", f"--data.init_args.data_dir={data}",
+                                    project("step9_cifar10", f"--data.init_args.data_dir={data}",
                                             "--data.init_args.download=false", "--data.init_args.val_size=0",
                                             f"--data.init_args.batch_size={batch}", "--trainer.max_epochs=1",
                                             f"--trainer.limit_train_batches={steps}", *cifar10_args),
                                     args.repeats))
         if "mnist" in workloads:
             rows.append(compare("mnist batch 64", "images/s", 64, lambda: hand_mnist(data, args.mnist_images),
-                                project("mnist", f"--data.init_args.data_dir={data}",
+                                project("step10_mnist", f"--data.init_args.data_dir={data}",
                                         "--data.init_args.download=false", "--data.init_args.val_size=0",
                                         "--trainer.max_epochs=1",
                                         f"--trainer.limit_train_batches={args.mnist_images // 64}"), args.repeats))
@@ -425,7 +425,7 @@ def main() -> None:
                 per_batch = 50_000 / -(-50_000 // batch)
                 row = compare(f"cifar10 3 epochs b{batch}", "images/s", per_batch,
                               lambda b=batch: hand_cifar10_resident(data, 3, b),
-                              project("cifar10", "--config", str(CONFIGS / "fast.yaml"),
+                              project("step9_cifar10", "--config", str(CONFIGS / "overlays" / "fast.yaml"),
                                       f"--data.init_args.data_dir={data}", "--data.init_args.download=false",
                                       "--data.init_args.val_size=0", f"--data.init_args.batch_size={batch}",
                                       "--trainer.max_epochs=3", *cifar10_args), args.repeats)

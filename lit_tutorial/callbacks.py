@@ -1,4 +1,4 @@
-"""Callbacks the configs use: writing predictions to CSV."""
+"""Callbacks the image configs use: the test report (table and figures) and writing predictions to CSV."""
 
 import csv
 from pathlib import Path
@@ -6,8 +6,59 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.loggers import TensorBoardLogger
 
+from lit_tutorial import plots
+from lit_tutorial.errors import UserError
 from lit_tutorial.files import atomic_write
+
+
+class TestReport(L.Callback):
+    """After ``test``: the per-class accuracy table on stdout, and ``confusion_matrix.png`` and ``test_samples.png``
+    (the first test images with ground truth and prediction, the tutorial's ``imshow`` step) in the run's log
+    directory and in TensorBoard.
+
+    Args:
+        sample_images: Test images shown in ``test_samples.png``; 0 for none.
+    """
+
+    __test__ = False  # a Lightning callback, not a pytest class
+
+    def __init__(self, sample_images: int = 16) -> None:
+        if sample_images < 0:
+            raise UserError(f"TestReport.sample_images must be >= 0, got {sample_images}; 0 draws no sample grid.")
+        self.sample_images = sample_images
+        self._samples: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx == 0 and self.sample_images:
+            images, labels = batch[0][: self.sample_images], batch[1][: self.sample_images]
+            self._samples = (images.cpu(), labels.cpu(), outputs[: self.sample_images].argmax(dim=1).cpu())
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        summary = pl_module.test_summary
+        # log_dir is a collective call under DDP (every process must make it); fast_dev_run has none.
+        out = Path(trainer.log_dir or trainer.default_root_dir)
+        if summary is None or not trainer.is_global_zero:
+            return
+        names = list(pl_module.hparams.class_names)
+        confusion = summary.confusion
+        totals, correct = confusion.sum(dim=1).tolist(), confusion.diagonal().tolist()
+        rows = [(name, correct[i] / totals[i] if totals[i] else None, correct[i], totals[i])
+                for i, name in enumerate(names)]
+        print("\n" + plots.accuracy_table(summary.overall, rows))
+        figures = {"confusion_matrix": plots.confusion_figure(confusion, names)}
+        if self._samples is not None:
+            images, truth, predicted = self._samples
+            datamodule = trainer.datamodule
+            shown = datamodule.denormalize(images) if hasattr(datamodule, "denormalize") else images
+            figures["test_samples"] = plots.sample_grid_figure(shown, truth, predicted, names)
+        for name, figure in figures.items():
+            plots.save_png(figure, out / f"{name}.png")
+            if isinstance(trainer.logger, TensorBoardLogger):
+                trainer.logger.experiment.add_figure(f"test/{name}", figure, global_step=trainer.global_step)
+            plots.close(figure)
+        self._samples = None
 
 
 class PredictionCSVWriter(BasePredictionWriter):

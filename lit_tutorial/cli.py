@@ -55,7 +55,7 @@ class LitTutorialCLI(LightningCLI):
         if accelerator in ("gpu", "cuda") and not has_gpu:
             raise UserError(
                 f"trainer.accelerator is {accelerator} but this machine has no usable GPU; drop the GPU "
-                "overlay (configs/gpu.yaml) or pass --trainer.accelerator=cpu."
+                "overlay (configs/overlays/gpu.yaml) or pass --trainer.accelerator=cpu."
             )
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:

@@ -13,11 +13,12 @@ from matplotlib.figure import Figure  # noqa: E402
 from lit_tutorial.files import atomic_write  # noqa: E402
 
 
-def accuracy_table(overall: float, rows: list[tuple[str, float, int, int]]) -> str:
-    """The tutorial's 'Accuracy of plane : 61 %' lines as one aligned table."""
+def accuracy_table(overall: float, rows: list[tuple[str, float | None, int, int]]) -> str:
+    """The tutorial's 'Accuracy of plane : 61 %' lines as one aligned table; ``None``: no test images."""
     width = max(len("class"), *(len(name) for name, *_ in rows))
     lines = [f"{'class':<{width}}  accuracy  correct/total", f"{'-' * width}  --------  -------------"]
-    lines += [f"{name:<{width}}  {acc:8.2%}  {correct:>6}/{total}" for name, acc, correct, total in rows]
+    lines += [f"{name:<{width}}  {acc:8.2%}  {correct:>6}/{total}" if acc is not None
+              else f"{name:<{width}}         -  no test images" for name, acc, correct, total in rows]
     lines.append(f"{'overall':<{width}}  {overall:8.2%}")
     return "\n".join(lines)
 

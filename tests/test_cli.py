@@ -10,7 +10,7 @@ from conftest import CONFIGS, LossRecorder, quiet_trainer_args, run_cli
 from lit_tutorial.cli import make_cli
 
 STEP_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if "model:" in p.read_text())
-OVERLAYS = sorted(p for p in CONFIGS.glob("*.yaml") if "model:" not in p.read_text())
+OVERLAYS = sorted((CONFIGS / "overlays").glob("*.yaml"))
 
 
 def test_configs_are_discovered():
@@ -30,16 +30,16 @@ def test_every_config_fits_with_fast_dev_run(config, tmp_path, vision_data_args)
 
 def test_gpu_overlay_stacks_after_a_step_config(capsys):
     with pytest.raises(SystemExit) as exit_:
-        make_cli(["fit", "--config", str(CONFIGS / "step6_optim.yaml"), "--config", str(CONFIGS / "gpu.yaml"),
-                  "--print_config"])
+        make_cli(["fit", "--config", str(CONFIGS / "step6_optim.yaml"),
+                  "--config", str(CONFIGS / "overlays" / "gpu.yaml"), "--print_config"])
     assert exit_.value.code == 0
     printed = capsys.readouterr().out
     assert "accelerator: gpu" in printed and "torch.optim.Adam" in printed
 
 
 def test_fast_overlay_stacks_on_an_image_config(tmp_path, vision_data_args):
-    config = CONFIGS / "cifar10.yaml"
-    args = ["--config", str(config), "--config", str(CONFIGS / "fast.yaml"), *vision_data_args(config),
+    config = CONFIGS / "step9_cifar10.yaml"
+    args = ["--config", str(config), "--config", str(CONFIGS / "overlays" / "fast.yaml"), *vision_data_args(config),
             *quiet_trainer_args(tmp_path)]
     cli = make_cli(args, run=False)
     assert cli.datamodule.hparams.batch_size == 256 and cli.datamodule.hparams.device_resident

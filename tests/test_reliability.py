@@ -40,7 +40,7 @@ REGRESSION = ["--config", str(CONFIGS / "step8_control_flow.yaml"), "--data.init
 
 
 def _cifar(data_dir) -> list[str]:
-    return ["--config", str(CONFIGS / "cifar10.yaml"), f"--data.init_args.data_dir={data_dir}",
+    return ["--config", str(CONFIGS / "step9_cifar10.yaml"), f"--data.init_args.data_dir={data_dir}",
             "--data.init_args.download=false", "--data.init_args.val_size=8", "--data.init_args.batch_size=4",
             "--trainer.max_epochs=2"]
 
@@ -140,7 +140,7 @@ def test_resume_last_without_a_checkpoint_is_an_error(tmp_path, capsys):
 def test_unreadable_checkpoint_is_an_error(tmp_path, capsys):
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(b"PK\x03\x04 not really")
-    code, err = run_cli(["test", "--config", str(CONFIGS / "digits.yaml"), "--ckpt_path", str(broken),
+    code, err = run_cli(["test", "--config", str(CONFIGS / "step10_digits.yaml"), "--ckpt_path", str(broken),
                          *quiet_trainer_args(tmp_path)], capsys)
     assert code == 2 and f"checkpoint {broken} is unreadable" in _error_line(err)
 
@@ -162,12 +162,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, caps
 def test_gpu_overlay_without_gpu_is_one_sentence(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    code, err = run_cli(["fit", *REGRESSION, "--config", str(CONFIGS / "gpu.yaml"), *quiet_trainer_args(tmp_path)],
-                        capsys)
+    gpu = CONFIGS / "overlays" / "gpu.yaml"
+    code, err = run_cli(["fit", *REGRESSION, "--config", str(gpu), *quiet_trainer_args(tmp_path)], capsys)
     assert code == 2 and "no usable GPU" in _error_line(err) and "--trainer.accelerator=cpu" in err
 
 
-@pytest.mark.parametrize("config", ["step8_control_flow", "digits"])
+@pytest.mark.parametrize("config", ["step8_control_flow", "step10_digits"])
 def test_same_config_and_seed_give_identical_loss_curves(config, tmp_path):
     curves = []
     for run in range(2):
@@ -187,7 +187,7 @@ def _per_class_rows(stdout: str) -> dict[str, tuple[int, int]]:
 
 def test_ddp_two_processes_per_class_test_accuracy_is_exact(tiny_vision_root, tmp_path, capsys):
     """21 test images over 2 processes: every image counted once, and the same numbers as one process."""
-    args = ["test", "--config", str(CONFIGS / "mnist.yaml"), f"--data.init_args.data_dir={tiny_vision_root}",
+    args = ["test", "--config", str(CONFIGS / "step10_mnist.yaml"), f"--data.init_args.data_dir={tiny_vision_root}",
             "--data.init_args.download=false", "--trainer.accelerator=cpu"]
     assert run_cli([*args, *quiet_trainer_args(tmp_path / "one")])[0] == 0
     single = _per_class_rows(capsys.readouterr().out)

@@ -19,8 +19,8 @@ from lit_tutorial.callbacks import PredictionCSVWriter
 from lit_tutorial.cli import make_cli
 from lit_tutorial.data import CIFAR10DataModule, MNISTDataModule
 from lit_tutorial.data.formats import write_cifar10, write_mnist
+from lit_tutorial.data.images import channel_stats
 from lit_tutorial.data.loader import TensorLoader
-from lit_tutorial.data.vision import channel_stats
 from lit_tutorial.models import ImageClassifier
 from lit_tutorial.nets import LeNet, MnistNet
 
@@ -48,7 +48,7 @@ def mnist_net_as_in_pytorch_examples(net: MnistNet, x: torch.Tensor) -> torch.Te
 AS_WRITTEN = {LeNet: lenet_as_in_tutorial, MnistNet: mnist_net_as_in_pytorch_examples}
 
 
-@pytest.mark.parametrize("config", ["cifar10", "mnist", "digits"])
+@pytest.mark.parametrize("config", ["step9_cifar10", "step10_mnist", "step10_digits"])
 def test_test_stage_through_cli_writes_table_and_figures(config, tmp_path, vision_data_args, capsys):
     path = CONFIGS / f"{config}.yaml"
     code, _ = run_cli(["test", "--config", str(path), "--trainer.fast_dev_run=true", *quiet_trainer_args(tmp_path)]
@@ -60,7 +60,7 @@ def test_test_stage_through_cli_writes_table_and_figures(config, tmp_path, visio
 
 
 def _trained_digits_checkpoint(tmp_path) -> str:
-    code, _ = run_cli(["fit", "--config", str(CONFIGS / "digits.yaml"), "--trainer.max_epochs=1",
+    code, _ = run_cli(["fit", "--config", str(CONFIGS / "step10_digits.yaml"), "--trainer.max_epochs=1",
                        "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1",
                        *quiet_trainer_args(tmp_path)])
     assert code == 0
@@ -71,14 +71,14 @@ def _trained_digits_checkpoint(tmp_path) -> str:
 def test_test_from_checkpoint_in_a_fresh_process_and_predict_csv(tmp_path):
     checkpoint = _trained_digits_checkpoint(tmp_path / "fit")
     result = subprocess.run(
-        [sys.executable, "-m", "lit_tutorial", "test", "--config", str(CONFIGS / "digits.yaml"),
+        [sys.executable, "-m", "lit_tutorial", "test", "--config", str(CONFIGS / "step10_digits.yaml"),
          "--ckpt_path", checkpoint, *quiet_trainer_args(tmp_path / "test")],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "correct/total" in result.stdout and "Restoring states from the checkpoint" in result.stderr
 
-    code, _ = run_cli(["predict", "--config", str(CONFIGS / "digits.yaml"), "--ckpt_path", checkpoint,
+    code, _ = run_cli(["predict", "--config", str(CONFIGS / "step10_digits.yaml"), "--ckpt_path", checkpoint,
                        *quiet_trainer_args(tmp_path / "predict")])
     assert code == 0
     (predictions,) = (tmp_path / "predict").rglob("predictions.csv")
@@ -173,8 +173,8 @@ def _error_line(err: str) -> str:
 
 
 @pytest.mark.parametrize(("config", "expected"), [
-    ("cifar10", ["CIFAR10 not found", "cifar-10-batches-py lacks data_batch_1", "cifar-10-python.tar.gz"]),
-    ("mnist", ["MNIST not found", "MNIST/raw lacks train-images-idx3-ubyte", "gunzip them into"]),
+    ("step9_cifar10", ["CIFAR10 not found", "cifar-10-batches-py lacks data_batch_1", "cifar-10-python.tar.gz"]),
+    ("step10_mnist", ["MNIST not found", "MNIST/raw lacks train-images-idx3-ubyte", "gunzip them into"]),
 ])
 def test_missing_files_with_download_false(config, expected, tmp_path, capsys):
     code, err = run_cli(_fit_args(config, tmp_path / "empty", tmp_path, "--data.init_args.download=false"), capsys)
@@ -183,7 +183,7 @@ def test_missing_files_with_download_false(config, expected, tmp_path, capsys):
     assert str(tmp_path / "empty") in line
 
 
-@pytest.mark.parametrize(("config", "url"), [("cifar10", "cifar-10-python.tar.gz"), ("mnist", "mnist/")])
+@pytest.mark.parametrize(("config", "url"), [("step9_cifar10", "cifar-10-python.tar.gz"), ("step10_mnist", "mnist/")])
 def test_download_without_network(config, url, tmp_path, capsys, monkeypatch):
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
@@ -200,7 +200,7 @@ def test_corrupt_cifar_batch_is_named(trust_cifar_files, tmp_path, capsys):
     write_cifar10(data, split, split)
     batch = data / "cifar-10-batches-py" / "data_batch_3"
     batch.write_bytes(batch.read_bytes()[:100])
-    code, err = run_cli(_fit_args("cifar10", data, tmp_path, "--data.init_args.download=false"), capsys)
+    code, err = run_cli(_fit_args("step9_cifar10", data, tmp_path, "--data.init_args.download=false"), capsys)
     line = _error_line(err)
     assert code == 2 and f"CIFAR10 file {batch} is corrupt or truncated" in line, line
 
@@ -210,19 +210,21 @@ def test_corrupt_mnist_idx_is_named(tmp_path, capsys):
                       (torch.zeros(4, 28, 28, dtype=torch.uint8), torch.arange(4)))
     images = raw / "t10k-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:500])
-    code, err = run_cli(_fit_args("mnist", tmp_path / "data", tmp_path, "--data.init_args.download=false"), capsys)
+    code, err = run_cli(_fit_args("step10_mnist", tmp_path / "data", tmp_path, "--data.init_args.download=false"),
+                        capsys)
     line = _error_line(err)
     assert code == 2 and f"MNIST file {images} is corrupt or truncated" in line, line
 
 
 def test_without_md5_check_real_cifar_files_are_rejected_as_corrupt(tiny_vision_root, tmp_path, capsys):
     """Without the test's md5 bypass, hand-made files fail torchvision's checksum: the message names one."""
-    code, err = run_cli(_fit_args("cifar10", tiny_vision_root, tmp_path, "--data.init_args.download=false"), capsys)
+    code, err = run_cli(_fit_args("step9_cifar10", tiny_vision_root, tmp_path, "--data.init_args.download=false"),
+                        capsys)
     assert code == 2 and "is corrupt or truncated" in _error_line(err)
 
 
 def test_bad_normalization_config(tmp_path, capsys):
-    code, err = run_cli(_fit_args("cifar10", tmp_path, tmp_path, "--data.init_args.mean=auto",
+    code, err = run_cli(_fit_args("step9_cifar10", tmp_path, tmp_path, "--data.init_args.mean=auto",
                                   "--data.init_args.std=[0.5,0.5,0.5]"), capsys)
     assert code == 2 and "must both be 'auto'" in _error_line(err)
 
@@ -236,14 +238,14 @@ def test_mnist_loads_through_torchvision(tiny_vision_root):
 
 
 def test_digits_full_run_reaches_97_percent(tmp_path):
-    cli = make_cli(["--config", str(CONFIGS / "digits.yaml"), *quiet_trainer_args(tmp_path)], run=False)
+    cli = make_cli(["--config", str(CONFIGS / "step10_digits.yaml"), *quiet_trainer_args(tmp_path)], run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
     (results,) = cli.trainer.test(cli.model, cli.datamodule)
     assert results["test_acc"] >= 0.97
 
 
 def test_worker_processes_through_cli_and_negative_count_rejected(tmp_path, capsys):
-    config = str(CONFIGS / "digits.yaml")
+    config = str(CONFIGS / "step10_digits.yaml")
     args = ["fit", "--config", config, "--trainer.fast_dev_run=true", *quiet_trainer_args(tmp_path)]
     assert run_cli([*args, "--data.init_args.num_workers=1"])[0] == 0
     code, err = run_cli([*args, "--data.init_args.num_workers=-1"], capsys)
@@ -259,9 +261,10 @@ class StartState(L.Callback):
 
 
 @pytest.mark.parametrize("config, dataset, normalize, optimizer", [
-    ("cifar10", torchvision.datasets.CIFAR10, ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ("step9_cifar10", torchvision.datasets.CIFAR10, ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
      lambda params: torch.optim.SGD(params, lr=0.001, momentum=0.9)),
-    ("mnist", torchvision.datasets.MNIST, ((0.1307,), (0.3081,)), lambda params: torch.optim.Adadelta(params, lr=1.0)),
+    ("step10_mnist", torchvision.datasets.MNIST, ((0.1307,), (0.3081,)),
+     lambda params: torch.optim.Adadelta(params, lr=1.0)),
 ])
 def test_training_curve_equals_the_tutorial_loop(config, dataset, normalize, optimizer, tiny_vision_root,
                                                  trust_cifar_files, tmp_path):

@@ -1,20 +1,27 @@
-"""Steps 9-10: an image classifier over any plain net, with overall and per-class accuracy in the test stage."""
+"""Steps 9-10: an image classifier over any plain net, with overall and per-class accuracy in the test stage.
 
-from pathlib import Path
+Training and metrics only: the test report (table, figures) is drawn by ``lit_tutorial.callbacks.TestReport``.
+"""
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
-from torchmetrics.wrappers import ClasswiseWrapper
 
-from lit_tutorial import plots
 from lit_tutorial.errors import UserError
 from lit_tutorial.models.base import TutorialModule
 from lit_tutorial.models.optim import build_optimizer
+
+
+class TestSummary(NamedTuple):
+    """What the last ``test`` measured, for reports: overall accuracy and the confusion matrix (true x predicted)."""
+
+    overall: float
+    confusion: torch.Tensor
 
 
 class ImageClassifier(TutorialModule):
@@ -24,7 +31,6 @@ class ImageClassifier(TutorialModule):
         net: The image net, e.g. ``lit_tutorial.nets.LeNet``.
         optimizer: The optimizer class and its arguments, e.g. ``torch.optim.SGD`` with ``lr`` and ``momentum``.
         class_names: Names of the classes, in label order (set by the CLI from the DataModule).
-        sample_images: Test images shown, with ground truth and prediction, in ``test_samples.png``.
         channels_last: Run the net in channels-last memory format: faster convolutions and pooling on CPUs (the
             tutorial's LeNet at batch 256: 14 instead of 17 ms a step at best here); results equal to rounding (1e-7).
             Leave it off for nets that apply dropout to a 4-D activation: the masks are drawn in memory order.
@@ -35,7 +41,6 @@ class ImageClassifier(TutorialModule):
         net: nn.Module,
         optimizer: OptimizerCallable = torch.optim.SGD,
         class_names: list[str] | None = None,
-        sample_images: int = 16,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
@@ -52,11 +57,8 @@ class ImageClassifier(TutorialModule):
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_loss = MeanMetric()
         self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
-        self.test_per_class = ClasswiseWrapper(
-            MulticlassAccuracy(num_classes, average=None), labels=list(class_names), prefix="test_acc_"
-        )
-        self.test_confusion = MulticlassConfusionMatrix(num_classes)
-        self._samples: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)  # per-class accuracy = its rows' diagonal
+        self.test_summary: TestSummary | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
@@ -95,47 +97,26 @@ class ImageClassifier(TutorialModule):
         self.log(name, metric.compute(), prog_bar=True)
         metric.reset()
 
-    def test_step(self, batch, batch_idx: int) -> None:
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
         self.test_accuracy.update(logits, labels)
-        self.test_per_class.update(logits, labels)
         self.test_confusion.update(logits, labels)
-        if batch_idx == 0:
-            count = self.hparams.sample_images
-            self._samples = (images[:count], labels[:count], logits[:count].argmax(dim=1))
+        return logits  # for callbacks, e.g. TestReport's sample grid
 
     def on_test_epoch_end(self) -> None:
+        # The tutorial's two accuracy loops: overall (micro average) and per class, both from synced counts.
         overall = self.test_accuracy.compute()
-        per_class = self.test_per_class.compute()
         confusion = self.test_confusion.compute()
         self.log("test_acc", overall)
-        self.log_dict(per_class)
-        for metric in (self.test_accuracy, self.test_per_class, self.test_confusion):
-            metric.reset()
-        totals = confusion.sum(dim=1).tolist()
-        rows = [(name, per_class[f"test_acc_{name}"].item(), int(confusion[i, i]), int(totals[i]))
-                for i, name in enumerate(self.hparams.class_names)]
-        # log_dir is a collective call under DDP (every process must make it); fast_dev_run has none.
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        if self.trainer.is_global_zero:
-            print(plots.accuracy_table(overall.item(), rows))
-            self._write_figures(confusion, out)
-
-    def _write_figures(self, confusion: torch.Tensor, out: Path) -> None:
-        """Confusion matrix and the tutorial's GT-vs-Pred image grid: PNGs in the log dir, and in TensorBoard."""
-        names = list(self.hparams.class_names)
-        figures = {"confusion_matrix": plots.confusion_figure(confusion.cpu(), names)}
-        if self._samples is not None:
-            images, truth, predicted = (t.cpu() for t in self._samples)
-            datamodule = self.trainer.datamodule
-            shown = datamodule.denormalize(images) if hasattr(datamodule, "denormalize") else images
-            figures["test_samples"] = plots.sample_grid_figure(shown, truth, predicted, names)
-        for name, figure in figures.items():
-            plots.save_png(figure, out / f"{name}.png")
-            if isinstance(self.logger, TensorBoardLogger):
-                self.logger.experiment.add_figure(f"test/{name}", figure, global_step=self.global_step)
-            plots.close(figure)
+        totals = confusion.sum(dim=1)
+        per_class = confusion.diagonal() / totals.clamp(min=1)
+        # A class with no test images has no accuracy: it is not logged (0 % would be a number nobody earned).
+        self.log_dict({f"test_acc_{name}": per_class[i] for i, name in enumerate(self.hparams.class_names)
+                       if totals[i] > 0})
+        self.test_summary = TestSummary(overall.item(), confusion.cpu())
+        self.test_accuracy.reset()
+        self.test_confusion.reset()
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         images, _, index = batch

@@ -1,21 +1,19 @@
-"""Steps 9-10's data: CIFAR10, MNIST and scikit-learn's bundled digits, decoded once into uint8 tensors.
+"""What steps 9-10's image DataModules share: uint8 images in memory, a seeded split, normalisation on the device.
 
-Each DataModule loads its dataset through the real ``torchvision.datasets`` class, keeps the images as one uint8
-tensor (N, C, H, W), serves batches with :class:`TensorLoader` and normalises whole batches after they reach the
-device (``ToTensor`` + ``Normalize``, done once per batch instead of once per image through PIL).
+Each dataset (one file each: ``cifar10.py``, ``mnist.py``, ``digits.py``) loads its files through the real
+``torchvision.datasets`` class (or scikit-learn), keeps the images as one uint8 tensor (N, C, H, W), serves
+batches with :class:`TensorLoader` and normalises whole batches after they reach the device (``ToTensor`` +
+``Normalize``, done once per batch instead of once per image through PIL).
 """
 
 import hashlib
 import json
-import pickle
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
-import torchvision
 from lightning.pytorch.utilities import rank_zero_info
-from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
 from lit_tutorial.data.loader import TensorLoader
 from lit_tutorial.errors import UserError, require_positive
@@ -220,135 +218,8 @@ class ImageDataModule(L.LightningDataModule):
         return mean, std
 
 
-def _download_failed(dataset: str, root: Path, url: str, error: BaseException) -> UserError:
+def download_failed(dataset: str, root: Path, url: str, error: BaseException) -> UserError:
     return UserError(
         f"could not download {dataset} into {root} ({error}); fetch {url} by hand, put it in {root} "
         "as described in the README, and run again with data.download: false."
     )
-
-
-class CIFAR10DataModule(ImageDataModule):
-    """CIFAR10 through ``torchvision.datasets.CIFAR10``, normalised as the tutorial does: Normalize(0.5, 0.5)."""
-
-    class_names = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-    default_stats = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
-
-    def prepare_data(self) -> None:
-        if self.hparams.download and self._problem() is not None:
-            try:
-                torchvision.datasets.CIFAR10(self.data_dir, train=True, download=True)
-            except OSError as error:  # URLError, timeouts, refused connections, disk full
-                raise _download_failed("CIFAR10", self.data_dir, torchvision.datasets.CIFAR10.url, error) from error
-
-    def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        if (problem := self._problem()) is not None:
-            raise UserError(problem)
-        dataset = torchvision.datasets.CIFAR10(self.data_dir, train=train, download=False)
-        # torchvision's (N, H, W, C) array is a view of channel-first memory: permuting back copies nothing.
-        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2)
-        return images, torch.tensor(dataset.targets, dtype=torch.int64)
-
-    def _problem(self) -> str | None:
-        """What is wrong with the files under ``data_dir``, as one sentence; ``None`` if they are all readable."""
-        cifar = torchvision.datasets.CIFAR10
-        folder = self.data_dir / cifar.base_folder
-        files = [*cifar.train_list, *cifar.test_list, [cifar.meta["filename"], cifar.meta["md5"]]]
-        missing = [name for name, _ in files if not (folder / name).is_file()]
-        if missing:
-            return (
-                f"CIFAR10 not found: {folder} lacks {', '.join(missing)}; set data.download: true, or download "
-                f"{cifar.url} and extract it into {self.data_dir} (it unpacks to {cifar.base_folder}/)."
-            )
-        for name, md5 in files:
-            path = folder / name
-            if not torchvision.datasets.cifar.check_integrity(str(path), md5) or not _unpickles(path):
-                return f"CIFAR10 file {path} is corrupt or truncated; delete it and download the dataset again."
-        return None
-
-
-def _unpickles(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            pickle.load(f, encoding="latin1")
-        return True
-    except Exception:  # any failure to decode means the file is unusable
-        return False
-
-
-class MNISTDataModule(ImageDataModule):
-    """MNIST through ``torchvision.datasets.MNIST``: 28x28 grey digits, normalised with the usual (0.1307, 0.3081)."""
-
-    class_names = tuple(str(d) for d in range(10))
-    default_stats = ([0.1307], [0.3081])
-
-    def prepare_data(self) -> None:
-        if self.hparams.download and self._problem() is not None:
-            try:
-                torchvision.datasets.MNIST(self.data_dir, train=True, download=True)
-            except (OSError, RuntimeError) as error:  # torchvision reports failed mirrors as RuntimeError
-                first_line = str(error).splitlines()[0]
-                mirror = torchvision.datasets.MNIST.mirrors[0]
-                raise _download_failed("MNIST", self.data_dir, f"{mirror}<file>.gz for each of the four files",
-                                       first_line) from error
-
-    def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        if (problem := self._problem()) is not None:
-            raise UserError(problem)
-        dataset = torchvision.datasets.MNIST(self.data_dir, train=train, download=False)
-        return dataset.data.unsqueeze(1), dataset.targets.to(torch.int64)
-
-    def _problem(self) -> str | None:
-        raw = self.data_dir / "MNIST" / "raw"
-        names = [Path(name).stem for name, _ in torchvision.datasets.MNIST.resources]
-        missing = [name for name in names if not (raw / name).is_file()]
-        if missing:
-            return (
-                f"MNIST not found: {raw} lacks {', '.join(missing)}; set data.download: true, or download the four "
-                f"{', '.join(name + '.gz' for name in missing)} files and gunzip them into {raw}."
-            )
-        for name in names:
-            try:
-                read_sn3_pascalvincent_tensor(str(raw / name), strict=False)
-            except Exception:  # any failure to parse the IDX file means it is unusable
-                return f"MNIST file {raw / name} is corrupt or truncated; delete it and download the dataset again."
-        return None
-
-
-class DigitsDataModule(ImageDataModule):
-    """scikit-learn's 1,797 real 8x8 handwritten digits, scaled to 20x20 and centred in 28x28 like MNIST; offline.
-
-    Args:
-        test_size: Images in the fixed test set (the same permutation every run).
-    """
-
-    class_names = tuple(str(d) for d in range(10))
-
-    def __init__(
-        self,
-        batch_size: int = 64,
-        val_size: int = 180,
-        test_size: int = 360,
-        seed: int = 0,
-        mean: Stats | None = None,
-        std: Stats | None = None,
-        device_resident: bool = False,
-        num_workers: int = 0,
-    ) -> None:
-        super().__init__(None, False, batch_size, val_size, seed, mean, std, device_resident, num_workers)
-        require_positive("data.test_size", test_size)
-
-    def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        try:
-            from sklearn.datasets import load_digits
-        except ImportError as error:
-            raise UserError('the digits data needs scikit-learn: pip install -e ".[digits]"') from error
-        digits = load_digits()
-        images = torch.from_numpy(digits.images).float().mul(255 / 16).unsqueeze(1)
-        images = torch.nn.functional.interpolate(images, size=(20, 20), mode="bilinear", align_corners=False)
-        images = torch.nn.functional.pad(images, (4, 4, 4, 4)).round().clamp(0, 255).to(torch.uint8)
-        labels = torch.from_numpy(digits.target).to(torch.int64)
-        # A fixed test set: the same seed-independent permutation every run, so test accuracy is comparable.
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(1797))
-        test, train_ = order[: self.hparams.test_size], order[self.hparams.test_size :]
-        chosen = train_ if train else test
-        return images[chosen], labels[chosen]
