@@ -1,20 +1,40 @@
-"""The ``python -m lit_tutorial`` command line: LightningCLI with the model and data picked by ``class_path``."""
+"""The ``python -m lit_tutorial`` command line: LightningCLI with the model and data picked by ``class_path``.
+
+Besides running the subcommand it keeps each run's folder predictable and safe (``checkpointing.py`` has the
+layout): ``fit`` refuses a folder that holds another run, ``--ckpt_path`` accepts ``last`` and ``best`` and is
+checked before anything runs, evaluations need a checkpoint, and the last lines printed name every file written.
+"""
 
 import os
 import re
+import shutil
 import signal
 import sys
+import time
+from pathlib import Path
 from typing import NoReturn
 
 import lightning as L
 import torch
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lit_tutorial.checkpointing import ResumeCheckpoint, resolve_checkpoint
+from lit_tutorial.checkpointing import (
+    TRAINER_SETTINGS,
+    AtomicCheckpointIO,
+    ResumeCheckpoint,
+    check_same_settings,
+    checkpoint_dir,
+    flat_settings,
+    resolve_checkpoint,
+)
 from lit_tutorial.errors import UserError
+
+EVALUATIONS = ("validate", "test", "predict")
 
 # jsonargparse explains a bad value against every member of ``Union[Class, None]``; these lines are that noise.
 _NOISE = re.compile(
@@ -32,21 +52,77 @@ class ShortErrorParser(LightningArgumentParser):
     """Reports a config error as one line instead of the usage screen."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        _exit_with(f"{_one_sentence(message)}. Run with --help to see the accepted keys and types.")
+        _exit_with(f"{_one_sentence(message).rstrip('.')}. Run with --help to see the accepted keys and types.")
 
 
 class LitTutorialCLI(LightningCLI):
-    """LightningCLI that links class names, checks the accelerator and resolves ``--ckpt_path last``."""
+    """LightningCLI that links class names, checks the accelerator, and guards the run folder and checkpoints."""
+
+    def __init__(self, *args, created: list[Path] | None = None, **kwargs) -> None:
+        self.created = created if created is not None else []  # folders this command made, for main() to undo
+        self.started = time.time()
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The DataModule's class names go to the model, so they are never typed twice.
         parser.link_arguments(
             "data", "model.init_args.class_names", compute_fn=_class_names_of, apply_on="instantiate"
         )
+        parser.add_argument(
+            "--overwrite", type=bool, default=False,
+            help="fit only: start afresh in a default_root_dir that holds another run, deleting its checkpoints "
+                 "and logs first.",
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        # Runs before LightningCLI itself opens the checkpoint and copies the model's saved hyper-parameters over
+        # the config (its ``_parse_ckpt_path``): what the user typed is checked against the checkpoint first, so
+        # that copy changes nothing. ``test_checkpoint_never_overrides_the_command_line`` guards that order.
+        subcommand = self.config.get("subcommand")
+        # Built with run=False, the caller runs ``trainer.fit`` itself: the folder is set up as for fit.
+        self._check_run_folder(subcommand or "fit", self.config[subcommand] if subcommand else self.config)
+
+    def _check_run_folder(self, subcommand: str, config: Namespace) -> None:
+        root = Path(config.trainer.default_root_dir or os.getcwd())
+        config.trainer.default_root_dir = str(root)
+        ckpt_path = config.get("ckpt_path")
+        if subcommand in EVALUATIONS and ckpt_path is None:
+            raise UserError(
+                f"{subcommand} needs trained weights: pass --ckpt_path last, best or a .ckpt file (or --ckpt_path "
+                "initial to score the untrained initial weights on purpose)."
+            )
+        settings = run_settings(config)
+        if ckpt_path == "initial" and subcommand in EVALUATIONS:
+            config.ckpt_path, out = None, root / f"initial-{subcommand}"
+        elif ckpt_path:
+            path, checkpoint = resolve_checkpoint(ckpt_path, root)
+            if subcommand == "fit":
+                check_same_settings(path, checkpoint, settings, "resume from")
+            else:  # an evaluation may use other data, but not another model
+                model_only = {k: v for k, v in settings.items() if k.startswith("model.")}
+                check_same_settings(path, checkpoint, model_only, subcommand)
+            config.ckpt_path = str(path)
+            out = path.parent / f"{path.stem}-{subcommand}"
+        elif not config.trainer.fast_dev_run and _holds_a_run(root):
+            if not config.overwrite:
+                raise UserError(
+                    f"{root} holds the checkpoints of an earlier run; continue it with --ckpt_path last, give this "
+                    "run another --trainer.default_root_dir, or pass --overwrite to delete that run's checkpoints "
+                    "and logs first."
+                )
+            if _is_launching_process():
+                for old in (checkpoint_dir(root), root / "logs"):
+                    shutil.rmtree(old, ignore_errors=True)
+        if subcommand == "fit":
+            out = root / "logs"
+        elif _is_launching_process():  # each evaluation its own folder: another's outputs are never replaced
+            out = _first_free(out)
+        self.settings, self.out = settings, out
+        self.created += [d for d in (root, out) if not d.exists()]
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        self.trainer_defaults["callbacks"] = _default_callbacks(config.trainer)
         accelerator = str(config.trainer.accelerator)
         cuda = torch.cuda.is_available()
         if not cuda:
@@ -58,28 +134,80 @@ class LitTutorialCLI(LightningCLI):
                 "overlay (configs/overlays/gpu.yaml) or pass --trainer.accelerator=cpu."
             )
 
-    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        super().parse_arguments(parser, args)
-        # Before LightningCLI itself opens the checkpoint: ``last`` becomes a path, and a bad file is explained.
-        subcommand = self.config.get("subcommand")
-        if subcommand and self.config[subcommand].get("ckpt_path"):
-            config = self.config[subcommand]
-            root = config.trainer.default_root_dir or os.getcwd()
-            config.ckpt_path = resolve_checkpoint(config.ckpt_path, root)
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        """The config's trainer, plus the project's defaults where the user set nothing of their own: resumable
+        checkpoints, atomic writes, a progress bar that redraws every 10 steps, and TensorBoard in the run folder."""
+        trainer = (self.config_init[self.subcommand] if self.subcommand else self.config_init)["trainer"]
+        root = Path(trainer["default_root_dir"])
+        callbacks = list(trainer.get("callbacks") or [])
+        for callback in callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = os.path.realpath(checkpoint_dir(root))  # beside last.ckpt, where ``best`` looks
+        if trainer.get("enable_checkpointing") is not False:
+            callbacks.append(ResumeCheckpoint(settings=self.settings))
+        if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(TQDMProgressBar(refresh_rate=10))
+        plugins = trainer.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins = [*plugins, AtomicCheckpointIO()]
+        logger = trainer.get("logger")
+        if logger is None or logger is True:
+            logger = TensorBoardLogger(save_dir=self.out.parent, name="", version=self.out.name,
+                                       default_hp_metric=False)
+        return super().instantiate_trainer(callbacks=callbacks, plugins=plugins, logger=logger, **kwargs)
+
+    def after_fit(self) -> None:
+        self._print_written(checkpoint_dir(self.trainer.default_root_dir), self.out)
+
+    def after_validate(self) -> None:
+        self._print_written(self.out)
+
+    after_test = after_predict = after_validate
+
+    def _print_written(self, *folders: Path) -> None:
+        """The last lines of a command: every file it wrote, so none has to be searched for."""
+        if not self.trainer.is_global_zero:
+            return
+        written = sorted(p for folder in folders if Path(folder).is_dir() for p in Path(folder).rglob("*")
+                         if p.is_file() and p.stat().st_mtime >= self.started - 1 and not p.name.endswith(".tmp"))
+        if written:
+            print("\nlit_tutorial: wrote\n" + "\n".join(f"  {p}" for p in written))
 
 
-def _default_callbacks(trainer: Namespace) -> list[L.Callback]:
-    """Resumable checkpoints, and a progress bar that redraws every 10 steps instead of every step.
+def run_settings(config: Namespace) -> dict:
+    """What a checkpoint records of the run that wrote it: the model, the data and the trainer's numerics."""
+    settings = {**flat_settings(_plain(config.model), "model."), **flat_settings(_plain(config.data), "data.")}
+    settings.update({f"trainer.{key}": _plain(config.trainer.get(key)) for key in TRAINER_SETTINGS})
+    return settings
 
-    Each is left out where the user switched that feature off or configured their own.
-    """
-    own = " ".join(str(c.get("class_path", c)) for c in (trainer.callbacks or []) if c is not None)
-    callbacks: list[L.Callback] = []
-    if trainer.enable_checkpointing is not False:
-        callbacks.append(ResumeCheckpoint())
-    if trainer.enable_progress_bar is not False and "ProgressBar" not in own:
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
-    return callbacks
+
+def _plain(value):
+    """A config value as JSON-able dicts, lists and scalars."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def _holds_a_run(root: Path) -> bool:
+    folder = checkpoint_dir(root)
+    return folder.is_dir() and any(folder.glob("*.ckpt"))
+
+
+def _is_launching_process() -> bool:
+    """True in the process a user started; false in the extra processes DDP launches (they see the same files)."""
+    return all(os.environ.get(var, "0") == "0" for var in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
+
+
+def _first_free(path: Path) -> Path:
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.name}-{n}"), n + 1
+    return candidate
 
 
 def _plain_cuda_check() -> None:
@@ -113,7 +241,7 @@ def _user_error_in(error: BaseException) -> UserError | None:
     return None
 
 
-def make_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
+def make_cli(args: list[str] | None = None, run: bool = True, created: list[Path] | None = None) -> LightningCLI:
     """The project's LightningCLI; with ``run=False`` it only builds the model, data and trainer."""
     return LitTutorialCLI(
         L.LightningModule,
@@ -126,18 +254,26 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         parser_class=ShortErrorParser,
         args=args,
         run=run,
+        created=created,
     )
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run ``fit``/``validate``/``test``/``predict``; a user error ends as one sentence on stderr and exit code 2."""
+    """Run ``fit``/``validate``/``test``/``predict``; a user error ends as one sentence on stderr and exit code 2,
+    and the folders the command had made are removed again unless they hold a checkpoint."""
+    created: list[Path] = []
     try:
-        make_cli(args)
+        make_cli(args, created=created)
     except SIGTERMException:
-        print("lit_tutorial: stopped by SIGTERM; last.ckpt holds the state at that step: rerun the same command "
+        print("\nlit_tutorial: stopped by SIGTERM; last.ckpt holds the state at that step: rerun the same command "
               "with --ckpt_path last to continue.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
     except Exception as error:
-        if (user_error := _user_error_in(error)) is None:
+        user_error = _user_error_in(error)
+        if user_error is not None and _is_launching_process():
+            for folder in reversed(created):
+                if folder.is_dir() and not any(folder.rglob("*.ckpt")):
+                    shutil.rmtree(folder, ignore_errors=True)
+        if user_error is None:
             raise
         _exit_with(str(user_error))

@@ -289,8 +289,9 @@ def test_training_curve_equals_the_tutorial_loop(config, dataset, normalize, opt
     train_rows = cli.datamodule.splits["train"][2]
     for epoch in range(epochs):
         # The same images in the same order: the training split's rows, shuffled as the project's loader does.
-        (order,) = next(iter(TensorLoader(torch.arange(len(images)), subset=train_rows, batch_size=len(images),
-                                          shuffle=True, epoch_source=lambda e=epoch: e)))
+        loader = TensorLoader(torch.arange(len(images)), subset=train_rows, batch_size=len(images), shuffle=True)
+        loader.sampler.set_epoch(epoch)
+        (order,) = next(iter(loader))
         # A generator of its own: by default a DataLoader draws a seed from the global RNG, shifting dropout.
         batches = torch.utils.data.DataLoader(images, batch_size=batch_size, sampler=order.tolist(),
                                               generator=torch.Generator())

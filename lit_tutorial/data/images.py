@@ -184,13 +184,9 @@ class ImageDataModule(L.LightningDataModule):
                 rank=trainer.global_rank if trainer else 0,
                 world_size=trainer.world_size if trainer else 1,
                 even_shards=split == "train",
-                epoch_source=self._current_epoch,
                 num_workers=0 if self.hparams.device_resident else self.hparams.num_workers,
             )
         return self._loaders[split]
-
-    def _current_epoch(self) -> int:
-        return self.trainer.current_epoch if self.trainer else 0
 
     def _split_rows(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training and validation rows of the training file: a permutation drawn from ``seed``."""

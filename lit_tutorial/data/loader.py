@@ -1,18 +1,41 @@
-"""A resumable batch loader over in-memory tensors: no worker processes, no per-sample Python."""
+"""A resumable batch loader over in-memory tensors: batches gathered by indexing, no per-sample Python."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 
 
-class TensorLoader:
-    """Serves batches of ``tensors`` (indexed on dim 0), shuffled as a function of (seed, epoch).
+class EpochOrder:
+    """The sample order of one epoch: a permutation drawn from (seed, epoch), or the natural order.
 
-    The epoch comes from ``epoch_source`` (the trainer's epoch) or, without one, counts ``iter()`` calls. The
-    loader records the epoch and the batches it has served, Lightning saves that in checkpoints (``state_dict``),
-    and a run resumed mid-epoch continues with the very next batch. Under distributed training each process
-    takes every ``world_size``-th sample of the epoch's order; training drops the uneven tail so every process
-    steps equally often, evaluation keeps it so nothing is counted twice and nothing is missed.
+    It is the loader's ``sampler``: Lightning calls ``set_epoch`` on a dataloader's sampler before every training
+    and evaluation epoch, with the epoch it is about to run (also after a resume), so the order never depends on
+    what ran before in this process. Used on its own, each epoch advances it by one.
+    """
+
+    def __init__(self, shuffle: bool, seed: int) -> None:
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def permutation(self, n: int) -> torch.Tensor | None:
+        """The order of ``n`` samples for ``self.epoch``; ``None`` is the natural order."""
+        if not self.shuffle:
+            return None
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+
+
+class TensorLoader:
+    """Serves batches of ``tensors`` (indexed on dim 0), in the order of its :class:`EpochOrder` ``sampler``.
+
+    The loader records the epoch and the batches it has served; Lightning saves that in checkpoints
+    (``state_dict``), and a run resumed mid-epoch continues with the very next batch. Under distributed training
+    each process takes every ``world_size``-th sample of the epoch's order; training drops the uneven tail so every
+    process steps equally often, evaluation keeps it so nothing is counted twice and nothing is missed. Batches are
+    gathered in the training process unless ``num_workers`` asks for worker processes.
     """
 
     def __init__(
@@ -26,19 +49,17 @@ class TensorLoader:
         rank: int = 0,
         world_size: int = 1,
         even_shards: bool = False,
-        epoch_source: Callable[[], int] | None = None,
         num_workers: int = 0,
     ) -> None:
         self.tensors = tensors
         self.subset = subset  # serve only these rows (a split), without copying the tensors
         self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
+        self.sampler = EpochOrder(shuffle, seed)
+        self.batch_sampler = None  # Lightning looks for both on anything that has a ``sampler``
         self.passes = passes
         self.rank = rank
         self.world_size = world_size
         self.even_shards = even_shards
-        self.epoch_source = epoch_source
         self.num_workers = num_workers
         self.epoch = -1
         self.served = 0
@@ -57,29 +78,27 @@ class TensorLoader:
         return self.passes * -(-self._shard_size() // self.batch_size)
 
     def _indices(self) -> torch.Tensor | None:
-        """This process's sample order for ``self.epoch``; ``None`` means all samples in order (slices, no copy)."""
-        n = self._rows()
-        if not self.shuffle and self.world_size == 1 and self.subset is None:
+        """This process's sample order for the sampler's epoch; ``None``: all samples in order (slices, no copy)."""
+        order = self.sampler.permutation(self._rows())
+        if order is None and self.world_size == 1 and self.subset is None:
             return None
-        if self.shuffle:
-            # One generator per (seed, epoch): the order never depends on what ran before, so resumes replay it.
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
-        else:
-            order = torch.arange(n)
+        order = torch.arange(self._rows()) if order is None else order
         order = order[self.rank :: self.world_size][: self._shard_size()]
         order = order if self.subset is None else self.subset[order]
         return order.to(self.tensors[0].device)  # once per epoch, not per batch, for device-resident data
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        if self._resume is not None:
-            self.epoch, self.served = self._resume["epoch"], self._resume["served"]
-            self._resume = None
-            if self.served >= len(self):
-                self.epoch, self.served = self.epoch + 1, 0
-        else:
-            self.epoch = self.epoch_source() if self.epoch_source else self.epoch + 1
-            self.served = 0
-        return self._batches(self._indices(), self.served)
+        # A generator: nothing is decided until the first batch is asked for. Lightning creates the iterator
+        # before it calls ``set_epoch`` for the epoch it resumes, so deciding here would replay the wrong order.
+        return self._epoch()
+
+    def _epoch(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        resume, self._resume = self._resume, None
+        self.epoch = self.sampler.epoch
+        self.sampler.set_epoch(self.epoch + 1)  # used on its own, the next epoch follows; Lightning overrides it
+        # A state saved in this very epoch continues after its last served batch; any other starts afresh.
+        self.served = resume["served"] if resume is not None and resume["epoch"] == self.epoch else 0
+        yield from self._batches(self._indices(), self.served)
 
     def _batches(self, indices: torch.Tensor | None, skip: int) -> Iterator[tuple[torch.Tensor, ...]]:
         batches = _EpochBatches(self, indices)
@@ -99,7 +118,9 @@ class TensorLoader:
         return {"epoch": self.epoch, "served": self.served}
 
     def load_state_dict(self, state: dict) -> None:
-        self._resume = dict(state)
+        finished = state["served"] >= len(self)
+        self._resume = None if finished else dict(state)
+        self.sampler.set_epoch(state["epoch"] + finished)
 
 
 class _EpochBatches(torch.utils.data.Dataset):
