@@ -132,3 +132,16 @@ class InterruptAt(L.Callback):
             if self.how == "sigkill":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise KeyboardInterrupt
+
+
+class PoisonWeightsAt(L.Callback):
+    """Makes the weights NaN after optimizer step ``step``, as a diverging run would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                for parameter in pl_module.parameters():
+                    parameter.fill_(float("nan"))

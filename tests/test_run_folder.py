@@ -1,0 +1,151 @@
+"""A run's folder: no command destroys a checkpoint it did not write, one fit at a time, evaluations need trained
+weights and match the checkpoint's settings, ``last``/``best`` resolve, every written file is named at the end."""
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CONFIGS, quiet_trainer_args, run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+STEP6 = ["--config", str(CONFIGS / "step6_optim.yaml"), "--data.init_args.steps=20"]
+DIGITS = ["--config", str(CONFIGS / "step10_digits.yaml"), "--trainer.max_epochs=1",
+          "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1"]
+
+
+def _error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("lit_tutorial: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory) -> Path:
+    """A finished (tiny) fit of the digits config: last.ckpt, the best checkpoint by val_acc, logs."""
+    root = tmp_path_factory.mktemp("digits")
+    assert run_cli(["fit", *DIGITS, *quiet_trainer_args(root)])[0] == 0
+    return root
+
+
+def test_a_fit_keeps_its_files_in_one_predictable_folder(digits_run, capsys):
+    names = set(_files(digits_run))
+    best = [n for n in names if re.fullmatch(r"checkpoints/best-epoch=0-val_acc=[\d.]+\.ckpt", n)]
+    assert "checkpoints/last.ckpt" in names and len(best) == 1
+    assert "logs/config.yaml" in names and any(n.startswith("logs/events.out.tfevents") for n in names)
+    assert not [n for n in names if "lightning_logs" in n or "version_" in n]
+
+
+def test_a_fresh_fit_into_a_used_folder_is_refused_and_leaves_it_as_it_was(tmp_path, capsys):
+    assert run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)])[0] == 0
+    before = _files(tmp_path)
+    code, err = run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)], capsys)
+    line = _error_line(err)
+    assert code == 2 and "holds the checkpoints of an earlier run" in line
+    assert all(choice in line for choice in ("--ckpt_path last", "--trainer.default_root_dir", "--overwrite"))
+    assert _files(tmp_path) == before
+
+    # fast_dev_run, Lightning's smoke test, writes no checkpoint: the trained one stays.
+    assert run_cli(["fit", *STEP6, "--trainer.fast_dev_run=true", *quiet_trainer_args(tmp_path)])[0] == 0
+    assert _files(tmp_path) == before
+
+    # Asked for explicitly, a new run replaces the old one.
+    overwrite = ["fit", *STEP6, "--data.init_args.steps=5", "--overwrite=true"]
+    assert run_cli([*overwrite, *quiet_trainer_args(tmp_path)])[0] == 0
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+
+
+def test_fast_dev_run_writes_no_checkpoint(tmp_path):
+    assert run_cli(["fit", *DIGITS, "--trainer.fast_dev_run=true", *quiet_trainer_args(tmp_path)])[0] == 0
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_second_concurrent_fit_is_refused_and_a_killed_one_leaves_no_lock(tmp_path, capsys):
+    long_run = ["fit", "--config", str(CONFIGS / "step8_control_flow.yaml"), "--data.init_args.steps=100000"]
+    first = subprocess.Popen([sys.executable, "-m", "lit_tutorial", *long_run, *quiet_trainer_args(tmp_path)],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the first periodic save shows it trains
+        code, err = run_cli([*long_run, "--ckpt_path", "last", *quiet_trainer_args(tmp_path)], capsys)
+        assert code == 2 and "another fit is writing into" in _error_line(err)
+    finally:
+        first.kill()
+        first.wait()
+    short = ["fit", "--config", str(CONFIGS / "step8_control_flow.yaml"), "--data.init_args.steps=10"]
+    assert run_cli([*short, "--overwrite=true", *quiet_trainer_args(tmp_path)])[0] == 0
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluating_without_a_checkpoint_is_refused(subcommand, tmp_path, capsys):
+    code, err = run_cli([subcommand, *DIGITS, *quiet_trainer_args(tmp_path)], capsys)
+    assert code == 2 and f"{subcommand} needs trained weights" in _error_line(err)
+    assert not tmp_path.exists() or not list(tmp_path.iterdir())
+
+
+def test_initial_weights_are_scored_only_when_asked_for(tmp_path, capsys):
+    assert run_cli(["test", *DIGITS, "--ckpt_path", "initial", *quiet_trainer_args(tmp_path)], capsys)[0] == 0
+    assert (tmp_path / "initial-test" / "confusion_matrix.png").is_file()
+
+
+def test_best_and_last_resolve_and_each_evaluation_gets_its_own_folder(digits_run, capsys):
+    capsys.readouterr()
+    for ckpt in ("best", "last", "best"):
+        assert run_cli(["test", *DIGITS, "--ckpt_path", ckpt, *quiet_trainer_args(digits_run)])[0] == 0
+    (best,) = (digits_run / "checkpoints").glob("best*.ckpt")
+    folders = sorted(p.name for p in (digits_run / "checkpoints").iterdir() if p.is_dir())
+    assert folders == [f"{best.stem}-test", f"{best.stem}-test-2", "last-test"]
+    # The last lines name every file the command wrote.
+    out = capsys.readouterr().out
+    written = {Path(line.strip()) for line in out[out.rindex("lit_tutorial: wrote") :].splitlines()[1:]}
+    newest = digits_run / "checkpoints" / f"{best.stem}-test-2"
+    assert written == {p for p in newest.rglob("*") if p.is_file()}
+    assert {"confusion_matrix.png", "test_samples.png"} <= {p.name for p in written}
+
+
+def test_best_without_a_best_checkpoint_is_explained(tmp_path, capsys):
+    assert run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)])[0] == 0
+    code, err = run_cli(["fit", *STEP6, "--trainer.max_epochs=2", "--ckpt_path", "best",
+                         *quiet_trainer_args(tmp_path)], capsys)
+    assert code == 2 and "holds no best checkpoint" in _error_line(err)
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("--model.init_args.optimizer.init_args.lr=1.0e-3", "model.init_args.optimizer.init_args.lr"),
+    ("--data.init_args.steps=40", "data.init_args.steps"),
+    ("--trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches"),
+])
+def test_resuming_with_another_setting_names_it(override, key, tmp_path, capsys):
+    assert run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)])[0] == 0
+    before = _files(tmp_path)
+    code, err = run_cli(["fit", *STEP6, "--trainer.max_epochs=2", override, "--ckpt_path", "last",
+                         *quiet_trainer_args(tmp_path)], capsys)
+    line = _error_line(err)
+    assert code == 2 and f"was trained with {key}=" in line and "config.yaml" in line
+    assert _files(tmp_path) == before
+
+
+def test_checkpoint_never_overrides_the_command_line(digits_run, capsys):
+    """LightningCLI copies a checkpoint's saved hyper-parameters over the config; what the user typed must win or
+    be refused. Fails if that copy happens before the project's check (an upgrade reordering LightningCLI)."""
+    code, err = run_cli(["test", *DIGITS, "--ckpt_path", "last", "--model.init_args.channels_last=false",
+                         *quiet_trainer_args(digits_run)], capsys)
+    assert code == 2 and "was trained with model.init_args.channels_last=True" in _error_line(err)
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, capsys):
+    root = tmp_path / "new"
+    code, err = run_cli(["fit", "--config", str(CONFIGS / "step9_cifar10.yaml"),
+                         f"--data.init_args.data_dir={tmp_path / 'nothing'}", "--data.init_args.download=false",
+                         *quiet_trainer_args(root)], capsys)
+    assert code == 2 and "CIFAR10 not found" in _error_line(err)
+    assert not root.exists()
