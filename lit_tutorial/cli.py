@@ -16,12 +16,13 @@ from typing import NoReturn
 
 import lightning as L
 import torch
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from lit_tutorial.checkpointing import (
     TRAINER_SETTINGS,
@@ -32,7 +33,7 @@ from lit_tutorial.checkpointing import (
     flat_settings,
     resolve_checkpoint,
 )
-from lit_tutorial.errors import UserError
+from lit_tutorial.errors import UserError, require_positive
 
 EVALUATIONS = ("validate", "test", "predict")
 
@@ -86,6 +87,9 @@ class LitTutorialCLI(LightningCLI):
     def _check_run_folder(self, subcommand: str, config: Namespace) -> None:
         root = Path(config.trainer.default_root_dir or os.getcwd())
         config.trainer.default_root_dir = str(root)
+        if root.exists() and not root.is_dir():
+            raise UserError(f"trainer.default_root_dir {root} is a file; give a folder for the run.")
+        require_positive("trainer.accumulate_grad_batches", config.trainer.accumulate_grad_batches)
         ckpt_path = config.get("ckpt_path")
         if subcommand in EVALUATIONS and ckpt_path is None:
             raise UserError(
@@ -120,6 +124,11 @@ class LitTutorialCLI(LightningCLI):
             out = _first_free(out)
         self.settings, self.out = settings, out
         self.created += [d for d in (root, out) if not d.exists()]
+        try:  # made now, so a folder that cannot be written is reported before anything runs
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"cannot create {out} ({error.strerror}); give a --trainer.default_root_dir that you "
+                            "can write to.") from None
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -232,13 +241,37 @@ def _exit_with(message: str) -> NoReturn:
 
 
 def _user_error_in(error: BaseException) -> UserError | None:
-    """The UserError behind ``error``, which jsonargparse may have wrapped while instantiating classes."""
+    """The user's mistake behind ``error`` as one sentence: our own UserError, a Trainer setting Lightning rejects,
+    or a package a chosen class needs; jsonargparse may have wrapped it while instantiating classes."""
     seen = error
     while seen is not None:
         if isinstance(seen, UserError):
             return seen
+        if isinstance(seen, MisconfigurationException):
+            return UserError(f"trainer: {_one_sentence(seen).rstrip('.')}; fix that setting in the config.")
+        if isinstance(seen, ModuleNotFoundError):
+            return UserError(f"an option in the config needs a package this environment lacks "
+                             f"({_one_sentence(seen).rstrip('.')}); install it, or drop that option.")
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _check_config_files(args: list[str]) -> None:
+    """An empty or malformed YAML file, named with its line, before jsonargparse reports it without the file."""
+    paths = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("--config", "-c")]
+    paths += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+    for path in map(Path, paths):
+        if not path.is_file():
+            continue  # jsonargparse names a missing file itself
+        try:
+            content = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or "unreadable"
+            raise UserError(f"config file {path} is not valid YAML{where} ({problem}); fix it there.") from None
+        if not isinstance(content, dict):
+            raise UserError(f"config file {path} holds no settings; pass one of the step configs in configs/.")
 
 
 def make_cli(args: list[str] | None = None, run: bool = True, created: list[Path] | None = None) -> LightningCLI:
@@ -263,6 +296,7 @@ def main(args: list[str] | None = None) -> None:
     and the folders the command had made are removed again unless they hold a checkpoint."""
     created: list[Path] = []
     try:
+        _check_config_files(sys.argv[1:] if args is None else args)
         make_cli(args, created=created)
     except SIGTERMException:
         print("\nlit_tutorial: stopped by SIGTERM; last.ckpt holds the state at that step: rerun the same command "

@@ -26,7 +26,12 @@ class CIFAR10DataModule(ImageDataModule):
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if (problem := self._problem()) is not None:
             raise UserError(problem)
-        dataset = torchvision.datasets.CIFAR10(self.data_dir, train=train, download=False)
+        try:
+            dataset = torchvision.datasets.CIFAR10(self.data_dir, train=train, download=False)
+        except (KeyError, ValueError, TypeError) as error:  # a pickle without CIFAR10's keys or shapes
+            folder = self.data_dir / torchvision.datasets.CIFAR10.base_folder
+            raise UserError(f"the files in {folder} unpickle but are not CIFAR10's python version ({error!r}); "
+                            "delete them and download the dataset again.") from error
         # torchvision's (N, H, W, C) array is a view of channel-first memory: permuting back copies nothing.
         images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2)
         return images, torch.tensor(dataset.targets, dtype=torch.int64)

@@ -41,6 +41,9 @@ class DigitsDataModule(ImageDataModule):
         images = torch.nn.functional.pad(images, (4, 4, 4, 4)).round().clamp(0, 255).to(torch.uint8)
         labels = torch.from_numpy(digits.target).to(torch.int64)
         # A fixed test set: the same seed-independent permutation every run, so test accuracy is comparable.
+        if self.hparams.test_size >= len(images):
+            raise UserError(f"data.test_size={self.hparams.test_size} leaves no training images out of the "
+                            f"{len(images)} digits; lower it.")
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(1797))
         test, train_ = order[: self.hparams.test_size], order[self.hparams.test_size :]
         chosen = train_ if train else test

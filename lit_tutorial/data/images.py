@@ -8,6 +8,7 @@ batches with :class:`TensorLoader` and normalises whole batches after they reach
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_tutorial.data.loader import TensorLoader
-from lit_tutorial.errors import UserError, require_positive
+from lit_tutorial.errors import UserError, require_positive, require_seed
 from lit_tutorial.files import atomic_write
 
 Stats = list[float] | Literal["auto"]
@@ -81,12 +82,11 @@ class ImageDataModule(L.LightningDataModule):
             raise UserError(f"data.num_workers must be >= 0, got {num_workers}; 0 gathers batches in-process.")
         if val_size < 0:
             raise UserError(f"data.val_size must be >= 0, got {val_size}; use 0 for no validation split.")
+        require_seed("data.seed", seed)
+        if data_dir and Path(data_dir).exists() and not Path(data_dir).is_dir():
+            raise UserError(f"data.data_dir {data_dir} is a file; give the folder that holds (or will hold) the data.")
         mean, std = (mean, std) if mean is not None or std is not None else self.default_stats
-        if (mean == "auto") != (std == "auto"):
-            raise UserError("data.mean and data.std must both be 'auto' or both be lists; got one of each.")
-        if mean != "auto":
-            if std is None or len(mean) != len(std) or any(not s > 0 for s in std):
-                raise UserError(f"data.std must list one positive value per channel like data.mean {mean}; got {std}.")
+        _check_normalization(mean, std)
         self.save_hyperparameters()
         self.data_dir = Path(data_dir) if data_dir else None
         self.mean, self.std = mean, std
@@ -103,18 +103,20 @@ class ImageDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         # splits[name] = (images, labels, rows): the train and val splits share the decoded training file.
         if stage in ("fit", "validate") and "train" not in self.splits:
-            images, labels = self.load(train=True)
+            images, labels = self._load_checked(train=True)
             train, val = self._split_rows(len(images))
             self.splits["train"] = (images, labels, train)
             self.splits["val"] = (images, labels, val)
             if self.mean == "auto":
                 self.mean, self.std = self._auto_stats(images, train)
         if stage in ("test", "predict") and "test" not in self.splits:
-            images, labels = self.load(train=False)
+            images, labels = self._load_checked(train=False)
             self.splits["test"] = (images, labels, None)
             if self.mean == "auto":
-                train_images, _ = self.load(train=True)
+                train_images, _ = self._load_checked(train=True)
                 self.mean, self.std = self._auto_stats(train_images, self._split_rows(len(train_images))[0])
+        if self.trainer is not None and self.trainer.lightning_module is not None:
+            self._check_model_takes(self.trainer.lightning_module, next(iter(self.splits.values()))[0][:1])
         if self.hparams.device_resident and self.trainer is not None:
             device = self.trainer.strategy.root_device
             moved: dict[int, torch.Tensor] = {}  # train and val share one tensor: move it once
@@ -195,23 +197,100 @@ class ImageDataModule(L.LightningDataModule):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.seed))
         return order[self.hparams.val_size :], order[: self.hparams.val_size]
 
+    def _check_model_takes(self, model: L.LightningModule, image: torch.Tensor) -> None:
+        """One image through the model before training: a net built for other images, or for another number of
+        classes, is explained here instead of failing deep inside the first step."""
+        shape = "x".join(map(str, image.shape[1:]))
+        was_training = model.training
+        model.eval()  # no dropout: the check draws nothing from the RNG
+        try:
+            with torch.no_grad():
+                outputs = model(self.normalize(image.to(model.device)))
+        except RuntimeError as error:
+            raise UserError(
+                f"the model's net cannot take this data's {shape} images ({str(error).splitlines()[0]}); pair the "
+                "net with its dataset (LeNet: 3x32x32 CIFAR10, MnistNet: 1x28x28 MNIST or digits)."
+            ) from error
+        finally:
+            model.train(was_training)
+        if outputs.shape[-1] != len(self.class_names):
+            raise UserError(
+                f"the net gives {outputs.shape[-1]} outputs but the data has {len(self.class_names)} classes; set the "
+                f"net's num_classes to {len(self.class_names)}."
+            )
+
+    def _load_checked(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``load``, then what the model and the normalisation will assume of the images, checked before training."""
+        images, labels = self.load(train)
+        split = "training" if train else "test"
+        if len(images) != len(labels):
+            raise UserError(f"the {split} set has {len(images)} images but {len(labels)} labels; its files are "
+                            "inconsistent: delete them and download the dataset again.")
+        bad = labels[(labels < 0) | (labels >= len(self.class_names))] if len(self.class_names) else labels[:0]
+        if len(bad):
+            raise UserError(f"the {split} labels include {bad[0].item()}, outside 0-{len(self.class_names) - 1} "
+                            f"for {len(self.class_names)} classes; the files are not this dataset's.")
+        if self.mean != "auto" and len(self.mean) != images.shape[1]:
+            raise UserError(f"data.mean and data.std give {len(self.mean)} values but the images have "
+                            f"{images.shape[1]} channel(s); give one value per channel.")
+        return images, labels
+
     def _auto_stats(self, images: torch.Tensor, rows: torch.Tensor) -> tuple[list[float], list[float]]:
-        """Mean/std of the training split, cached beside the data (keyed by the split) and logged."""
-        key = hashlib.sha1(f"{type(self).__name__}-{self.hparams.seed}-{self.hparams.val_size}-{len(images)}"
-                           .encode()).hexdigest()[:12]
+        """Mean/std of the training split, cached beside the data and logged.
+
+        The cache is keyed by a hash of the images and the split themselves (half a second for CIFAR10, a tenth of
+        computing the statistics), so replaced files never reuse old numbers; an unreadable cache is recomputed and
+        a folder that cannot be written is left alone.
+        """
+        key = _data_key(images, rows)
         cache = self.data_dir / f"{type(self).__name__}_stats_{key}.json" if self.data_dir else None
-        if cache is not None and cache.exists():
-            stats = json.loads(cache.read_text())
-            mean, std = stats["mean"], stats["std"]
-        else:
-            mean, std = channel_stats(images, rows)
-            if cache is not None and self.data_dir.is_dir():
-                with atomic_write(cache, "w") as f:
-                    f.write(json.dumps({"mean": mean, "std": std}))
+        stats = _read_stats(cache, images.shape[1]) if cache is not None else None
+        if stats is None:
+            stats = channel_stats(images, rows)
+            if cache is not None:
+                try:
+                    with atomic_write(cache, "w") as f:
+                        f.write(json.dumps({"mean": stats[0], "std": stats[1]}))
+                except OSError:  # a read-only data folder: the statistics are used, not cached
+                    pass
+        mean, std = stats
+        if not all(s > 0 for s in std):
+            raise UserError(f"data.std: 'auto' found std {std}: a channel of the training images is constant, so "
+                            "normalising would divide by zero; give data.mean and data.std as lists.")
         rank_zero_info(f"Normalize: per-channel mean {mean}, std {std} (training split, 'auto')")
         if self.trainer is not None and self.trainer.logger is not None:
             self.trainer.logger.log_hyperparams({"data_mean": mean, "data_std": std})
         return mean, std
+
+
+def _data_key(images: torch.Tensor, rows: torch.Tensor) -> str:
+    array = images.numpy()
+    digest = hashlib.blake2b(array if array.flags.c_contiguous else array.copy(order="C"), digest_size=8)
+    digest.update(rows.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_stats(cache: Path, channels: int) -> tuple[list[float], list[float]] | None:
+    """The cached statistics, or ``None`` when the cache is missing, unreadable or not a valid pair."""
+    try:
+        stats = json.loads(cache.read_text())
+        mean, std = [float(v) for v in stats["mean"]], [float(v) for v in stats["std"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    valid = len(mean) == len(std) == channels and all(math.isfinite(v) for v in mean + std)
+    return (mean, std) if valid else None
+
+
+def _check_normalization(mean: Stats | None, std: Stats | None) -> None:
+    """Both ``auto``, or two lists of finite numbers of one length with every std > 0."""
+    if mean is None or std is None or (mean == "auto") != (std == "auto"):
+        raise UserError(f"data.mean and data.std go together: give both as 'auto' or both as lists of one value per "
+                        f"channel; got mean {mean} and std {std}.")
+    if mean == "auto":
+        return
+    if len(mean) != len(std) or not all(math.isfinite(m) for m in mean) or not all(0 < s < math.inf for s in std):
+        raise UserError(f"data.mean and data.std must list finite values, one per channel, with every std > 0; "
+                        f"got mean {mean} and std {std}.")
 
 
 def download_failed(dataset: str, root: Path, url: str, error: BaseException) -> UserError:

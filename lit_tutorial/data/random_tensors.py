@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from lit_tutorial.data.loader import TensorLoader
-from lit_tutorial.errors import UserError, require_positive
+from lit_tutorial.errors import UserError, require_positive, require_seed
 
 
 class RandomTensorDataModule(L.LightningDataModule):
@@ -23,6 +23,7 @@ class RandomTensorDataModule(L.LightningDataModule):
         super().__init__()
         for name, value in {"n": n, "d_in": d_in, "d_out": d_out, "steps": steps}.items():
             require_positive(f"data.{name}", value)
+        require_seed("data.seed", seed)
         self.save_hyperparameters()
         # Drawn from its own generator, so the data does not depend on the weight-init seed.
         generator = torch.Generator().manual_seed(seed)
