@@ -51,8 +51,8 @@ AS_WRITTEN = {LeNet: lenet_as_in_tutorial, MnistNet: mnist_net_as_in_pytorch_exa
 @pytest.mark.parametrize("config", ["step9_cifar10", "step10_mnist", "step10_digits"])
 def test_test_stage_through_cli_writes_table_and_figures(config, tmp_path, vision_data_args, capsys):
     path = CONFIGS / f"{config}.yaml"
-    code, _ = run_cli(["test", "--config", str(path), "--trainer.fast_dev_run=true", *quiet_trainer_args(tmp_path)]
-                      + vision_data_args(path))
+    code, _ = run_cli(["test", "--config", str(path), "--trainer.fast_dev_run=true", "--ckpt_path", "initial",
+                       *quiet_trainer_args(tmp_path)] + vision_data_args(path))
     assert code == 0
     out = capsys.readouterr().out
     assert "correct/total" in out and "overall" in out
@@ -81,7 +81,7 @@ def test_test_from_checkpoint_in_a_fresh_process_and_predict_csv(tmp_path):
     code, _ = run_cli(["predict", "--config", str(CONFIGS / "step10_digits.yaml"), "--ckpt_path", checkpoint,
                        *quiet_trainer_args(tmp_path / "predict")])
     assert code == 0
-    (predictions,) = (tmp_path / "predict").rglob("predictions.csv")
+    (predictions,) = (tmp_path / "fit" / "checkpoints" / "last-predict").glob("predictions.csv")  # beside the ckpt
     rows = list(csv.DictReader(predictions.open()))
     assert len(rows) == 360 and [int(r["index"]) for r in rows] == list(range(360))
     assert all(r["predicted"] in "0123456789" and 0.1 <= float(r["probability"]) <= 1.0 for r in rows)
