@@ -1,16 +1,60 @@
-"""Callbacks the image configs use: the test report (table and figures) and writing predictions to CSV."""
+"""Callbacks: the progress bar every run shows, and for the image configs the test report (table and figures) and
+writing predictions to CSV."""
 
 import csv
+import math
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_tutorial import plots
 from lit_tutorial.errors import UserError
 from lit_tutorial.files import atomic_write
+
+
+class TidyProgressBar(TQDMProgressBar):
+    """Lightning's tqdm progress bar that ends its line when a run fails and shows a resumed epoch whole.
+
+    On an error Lightning leaves the bar as it was, mid-line, and the error message would continue that line.
+    A run resumed mid-epoch starts without Lightning's epoch-start hook, so the bar would show neither the epoch
+    nor the number of batches in it.
+    """
+
+    def __init__(self, refresh_rate: int = 10, process_position: int = 0, leave: bool = False) -> None:
+        super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
+        self._bars: list = []
+
+    def init_train_tqdm(self):
+        return self._opened(super().init_train_tqdm())
+
+    def init_validation_tqdm(self):
+        return self._opened(super().init_validation_tqdm())
+
+    def init_test_tqdm(self):
+        return self._opened(super().init_test_tqdm())
+
+    def init_predict_tqdm(self):
+        return self._opened(super().init_predict_tqdm())
+
+    def _opened(self, bar):
+        self._bars = [b for b in self._bars if not b.disable]  # tqdm disables a bar once it is closed
+        self._bars.append(bar)
+        return bar
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        # On a fresh run on_train_epoch_start sets the same again; a resumed one gets only this.
+        total = self.total_train_batches
+        self.train_progress_bar.total = total if math.isfinite(total) else None
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch}")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        for bar in reversed(self._bars):  # the innermost (validation) bar first, then the one it is drawn under
+            bar.close()
+        self._bars = []
 
 
 class TestReport(L.Callback):
