@@ -83,8 +83,64 @@ def test_test_from_checkpoint_in_a_fresh_process_and_predict_csv(tmp_path):
     assert code == 0
     (predictions,) = (tmp_path / "predict").rglob("predictions.csv")
     rows = list(csv.DictReader(predictions.open()))
-    assert len(rows) == 360 and [int(r["index"]) for r in rows] == list(range(360))
+    assert list(rows[0]) == ["index", "label", "predicted", "probability"]
+    # The index is the image's position in scikit-learn's own load_digits() order, and its label is that one's.
+    from sklearn.datasets import load_digits
+    targets = load_digits().target
+    index = [int(r["index"]) for r in rows]
+    assert len(rows) == 360 and len(set(index)) == 360 and max(index) < len(targets) and index != list(range(360))
+    assert [r["label"] for r in rows] == [str(targets[i]) for i in index]
     assert all(r["predicted"] in "0123456789" and 0.1 <= float(r["probability"]) <= 1.0 for r in rows)
+
+
+@pytest.mark.parametrize(("config", "dataset", "normalize"), [
+    ("step9_cifar10", torchvision.datasets.CIFAR10, ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))),
+    ("step10_mnist", torchvision.datasets.MNIST, ((0.1307,), (0.3081,))),
+])
+def test_predictions_csv_rows_are_torchvisions_test_images(config, dataset, normalize, tiny_vision_root,
+                                                            trust_cifar_files, tmp_path):
+    """Row by row: ``index`` is the image's position in torchvision's test set, ``label`` its true class, and the
+    prediction is the model's on that very image, loaded and normalised by torchvision."""
+    cli = make_cli(["--config", str(CONFIGS / f"{config}.yaml"), f"--data.init_args.data_dir={tiny_vision_root}",
+                    "--data.init_args.download=false", "--data.init_args.batch_size=8",
+                    *quiet_trainer_args(tmp_path)], run=False)
+    cli.trainer.predict(cli.model, cli.datamodule)
+    (predictions,) = tmp_path.rglob("predictions.csv")
+    rows = list(csv.DictReader(predictions.open()))
+    reference = dataset(tiny_vision_root, train=False, transform=transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize(*normalize)]))
+    assert sorted(int(r["index"]) for r in rows) == list(range(len(reference))) == list(range(21))
+    names = cli.datamodule.class_names
+    model = cli.model.eval()
+    for row in rows:
+        image, label = reference[int(row["index"])]
+        with torch.no_grad():
+            probability, predicted = F.softmax(model(image[None]), dim=1).max(dim=1)
+        assert row["label"] == names[label] and row["predicted"] == names[predicted.item()]
+        assert float(row["probability"]) == pytest.approx(probability.item(), abs=2e-6)
+
+
+class _Rank:
+    """The parts of a Trainer a DataModule reads to shard its loaders: one process of two."""
+
+    def __init__(self, rank: int) -> None:
+        self.global_rank, self.world_size, self.current_epoch = rank, 2, 0
+
+
+def test_predict_shards_keep_torchvisions_index(tiny_vision_root, trust_cifar_files):
+    """Under DDP each process predicts its share; together they cover every test image once, under its index."""
+    original = torchvision.datasets.CIFAR10(tiny_vision_root, train=False)
+    seen = []
+    for rank in (0, 1):
+        datamodule = CIFAR10DataModule(str(tiny_vision_root), download=False, val_size=0, batch_size=4)
+        datamodule.trainer = _Rank(rank)
+        datamodule.setup("predict")
+        for images, labels, index in datamodule.predict_dataloader():
+            for image, label, i in zip(images, labels.tolist(), index.tolist(), strict=True):
+                assert torch.equal(image.permute(1, 2, 0), torch.from_numpy(original.data[i]))
+                assert label == original.targets[i]
+                seen.append(i)
+    assert sorted(seen) == list(range(21)) and seen[:3] == [0, 2, 4]
 
 
 def _patterned(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

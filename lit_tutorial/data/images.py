@@ -135,10 +135,14 @@ class ImageDataModule(L.LightningDataModule):
     def test_dataloader(self) -> TensorLoader:
         return self._loader("test")
 
+    def test_index(self) -> torch.Tensor:
+        """Where each test image comes from: its position in the dataset's own test set (torchvision's order)."""
+        return torch.arange(len(self.splits["test"][0]))
+
     def predict_dataloader(self) -> TensorLoader:
+        # Batches of (images, labels, index): the labels for predictions.csv, the index to say which image it was.
         images, labels, _ = self.splits["test"]
-        index = torch.arange(len(images), device=images.device)
-        return self._loader("predict", tensors=(images, labels, index))
+        return self._loader("predict", tensors=(images, labels, self.test_index().to(images.device)))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, *rest = batch
