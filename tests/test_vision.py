@@ -1,10 +1,15 @@
 """Steps 9-10: real torchvision loading on tiny on-disk data, per-class accuracy, figures, predictions, errors."""
 
 import csv
+import gzip
+import re
+import shutil
 import subprocess
 import sys
+import tarfile
 import urllib.error
 from collections import Counter
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -229,25 +234,87 @@ def _error_line(err: str) -> str:
 
 
 @pytest.mark.parametrize(("config", "expected"), [
-    ("step9_cifar10", ["CIFAR10 not found", "cifar-10-batches-py lacks data_batch_1", "cifar-10-python.tar.gz"]),
-    ("step10_mnist", ["MNIST not found", "MNIST/raw lacks train-images-idx3-ubyte", "gunzip them into"]),
+    ("step9_cifar10", ["CIFAR10 not found", "cifar-10-batches-py lacks data_batch_1", "cifar-10-python.tar.gz",
+                       "--data.init_args.download=true"]),
+    ("step10_mnist", ["MNIST not found", "MNIST/raw lacks train-images-idx3-ubyte", "train-images-idx3-ubyte.gz",
+                      "gunzipped", "--data.init_args.download=true"]),
 ])
 def test_missing_files_with_download_false(config, expected, tmp_path, capsys):
     code, err = run_cli(_fit_args(config, tmp_path / "empty", tmp_path, "--data.init_args.download=false"), capsys)
     line = _error_line(err)
     assert code == 2 and all(text in line for text in expected), line
-    assert str(tmp_path / "empty") in line
+    assert str(tmp_path / "empty") in line and ".." not in line
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
 @pytest.mark.parametrize(("config", "url"), [("step9_cifar10", "cifar-10-python.tar.gz"), ("step10_mnist", "mnist/")])
-def test_download_without_network(config, url, tmp_path, capsys, monkeypatch):
-    def no_network(*args, **kwargs):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+def test_download_without_network(config, url, tmp_path, capsys, no_network):
     code, err = run_cli(_fit_args(config, tmp_path / "data", tmp_path, "--data.init_args.download=true"), capsys)
     line = _error_line(err)
-    assert code == 2 and "could not download" in line and url in line and "by hand" in line, line
+    assert code == 2 and "could not download" in line and url in line and "where there is a network" in line, line
+    # The cause is torchvision's, never empty (MNIST's own message ends in a colon before the mirrors' errors).
+    assert "(Temporary failure in name resolution" in line or "Errno -3" in line, line
+    assert "--data.init_args.download=false" in line and ".." not in line and "()" not in line
+
+
+def _tiny_dataset_files(config: str, folder) -> None:
+    split = (torch.randint(0, 256, (10, 1 if "mnist" in config else 3, 28 if "mnist" in config else 32,
+                                    28 if "mnist" in config else 32), dtype=torch.uint8), torch.arange(10))
+    (write_mnist if "mnist" in config else write_cifar10)(folder, split, split)
+
+
+@pytest.mark.parametrize(("config", "layout"), [("step9_cifar10", "archive"), ("step9_cifar10", "extracted"),
+                                                ("step10_mnist", "gzipped"), ("step10_mnist", "gunzipped")])
+def test_following_the_offline_message_works_first_time(config, layout, tmp_path, capsys, no_network,
+                                                        trust_cifar_files):
+    """No network: the message names the files and where they go; placing them exactly so makes the same command
+    (with or without the download switched off, as the message offers) succeed."""
+    args = _fit_args(config, tmp_path / "data", tmp_path / "run", "--data.init_args.val_size=2")
+    code, err = run_cli(args, capsys)
+    line = _error_line(err)
+    assert code == 2
+    made = tmp_path / "downloaded_elsewhere"  # the files as torchvision's downloads unpack
+    _tiny_dataset_files(config, made)
+    if layout == "archive":
+        (archive,) = re.findall(r"put it as it is at (\S+/cifar-10-python\.tar\.gz),", line)
+        Path(archive).parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(made / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    elif layout == "extracted":
+        ((folder, batch, last, *others),) = re.findall(
+            r"extracted: (\S+)/ holding (\w+)_1 to \2_(\d+), ([\w.]+) and ([\w.]+)", line)
+        names = [f"{batch}_{i}" for i in range(1, int(last) + 1)] + others
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copy(made / "cifar-10-batches-py" / name, Path(folder) / name)
+    else:
+        ((names, folder),) = re.findall(r"fetch (.+?) from \S+ where there is a network and put them in (\S+)/,", line)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for name in names.split(", "):
+            source = (made / "MNIST" / "raw" / name).with_suffix("")
+            if layout == "gzipped":
+                with open(source, "rb") as f, gzip.open(Path(folder) / name, "wb") as out:
+                    out.write(f.read())
+            else:
+                shutil.copy(source, Path(folder) / source.name)
+    again = args if layout in ("archive", "gzipped") else [*args, "--data.init_args.download=false"]
+    code, err = run_cli(again, capsys)
+    assert code == 0, err[-2000:]
+
+
+@pytest.mark.parametrize("config", ["step9_cifar10", "step10_mnist"])
+def test_a_data_dir_that_is_a_file_is_not_blamed_on_the_network(config, tmp_path, capsys, no_network):
+    (tmp_path / "data").write_text("not a folder")
+    code, err = run_cli(_fit_args(config, tmp_path / "data" / "inner", tmp_path / "run"), capsys)
+    line = _error_line(err)
+    assert code == 2 and f"because {tmp_path / 'data'} is a file" in line and "download" not in line, line
 
 
 def test_corrupt_cifar_batch_is_named(trust_cifar_files, tmp_path, capsys):

@@ -8,12 +8,15 @@ batches with :class:`TensorLoader` and normalises whole batches after they reach
 
 import hashlib
 import json
+import tarfile
+import zlib
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from torchvision.datasets.utils import extract_archive
 
 from lit_tutorial.data.loader import TensorLoader
 from lit_tutorial.errors import UserError, require_positive
@@ -193,6 +196,14 @@ class ImageDataModule(L.LightningDataModule):
             )
         return self._loaders[split]
 
+    def _folder_problem(self) -> str | None:
+        """``data_dir`` (or a folder above it) is a file: no download could help, so it is said as it is."""
+        existing = next((p for p in (self.data_dir, *self.data_dir.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            return (f"data.data_dir {self.data_dir} cannot be a folder because {existing} is a file; point "
+                    "data.data_dir at a folder (it is created if missing).")
+        return None
+
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer else 0
 
@@ -222,8 +233,25 @@ class ImageDataModule(L.LightningDataModule):
         return mean, std
 
 
-def download_failed(dataset: str, root: Path, url: str, error: BaseException) -> UserError:
+def cause(error: BaseException) -> str:
+    """The last line of an error's message (the most specific: torchvision lists each mirror it tried first)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1].rstrip(":.") if lines else type(error).__name__
+
+
+def download_failed(dataset: str, error: BaseException, place: str) -> UserError:
     return UserError(
-        f"could not download {dataset} into {root} ({error}); fetch {url} by hand, put it in {root} "
-        "as described in the README, and run again with data.download: false."
+        f"could not download {dataset} ({cause(error)}); {place}, and run the same command again "
+        "(add --data.init_args.download=false to skip the download)."
     )
+
+
+def unpack(archive: Path, into: Path, dataset: str) -> None:
+    """Extract an archive the user placed by hand; it needs no network, so ``download: false`` does it too."""
+    rank_zero_info(f"Extracting {archive} into {into}")
+    try:
+        extract_archive(str(archive), str(into))
+    except (OSError, EOFError, tarfile.TarError, zlib.error) as error:
+        raise UserError(
+            f"{archive} is not a readable {dataset} archive ({cause(error)}); delete it and fetch it again."
+        ) from error
