@@ -13,7 +13,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import CONFIGS, LossRecorder, quiet_trainer_args, run_cli
-from lit_tutorial.cli import main, make_cli
+from lit_tutorial.cli import ShortErrorParser, main, make_cli
 
 STEP_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if "model:" in p.read_text())
 OVERLAYS = sorted((CONFIGS / "overlays").glob("*.yaml"))
@@ -114,6 +114,14 @@ def test_from_scratch_lr_must_be_positive(tmp_path, capsys):
     code, err = run_cli(["fit", "--config", str(CONFIGS / "step3_autograd.yaml"), "--model.init_args.lr=-1",
                          *quiet_trainer_args(tmp_path)], capsys)
     assert code == 2 and "lit_tutorial: error: model.lr must be > 0, got -1.0" in err
+
+
+def test_a_parser_message_ending_in_a_period_gets_no_second_one(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        ShortErrorParser().error("Option 'x' is not accepted.")
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == ("lit_tutorial: error: Option 'x' is not accepted. Run with --help to see the "
+                                       "accepted keys and types.\n")
 
 
 def test_missing_config_file_is_named(tmp_path, capsys):
