@@ -1,16 +1,60 @@
-"""Callbacks the image configs use: the test report (table and figures) and writing predictions to CSV."""
+"""Callbacks: the progress bar every run shows, and for the image configs the test report (table and figures) and
+writing predictions to CSV."""
 
 import csv
+import math
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_tutorial import plots
 from lit_tutorial.errors import UserError
 from lit_tutorial.files import atomic_write
+
+
+class TidyProgressBar(TQDMProgressBar):
+    """Lightning's tqdm progress bar that ends its line when a run fails and shows a resumed epoch whole.
+
+    On an error Lightning leaves the bar as it was, mid-line, and the error message would continue that line.
+    A run resumed mid-epoch starts without Lightning's epoch-start hook, so the bar would show neither the epoch
+    nor the number of batches in it.
+    """
+
+    def __init__(self, refresh_rate: int = 10, process_position: int = 0, leave: bool = False) -> None:
+        super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
+        self._bars: list = []
+
+    def init_train_tqdm(self):
+        return self._opened(super().init_train_tqdm())
+
+    def init_validation_tqdm(self):
+        return self._opened(super().init_validation_tqdm())
+
+    def init_test_tqdm(self):
+        return self._opened(super().init_test_tqdm())
+
+    def init_predict_tqdm(self):
+        return self._opened(super().init_predict_tqdm())
+
+    def _opened(self, bar):
+        self._bars = [b for b in self._bars if not b.disable]  # tqdm disables a bar once it is closed
+        self._bars.append(bar)
+        return bar
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        # On a fresh run on_train_epoch_start sets the same again; a resumed one gets only this.
+        total = self.total_train_batches
+        self.train_progress_bar.total = total if math.isfinite(total) else None
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch}")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        for bar in reversed(self._bars):  # the innermost (validation) bar first, then the one it is drawn under
+            bar.close()
+        self._bars = []
 
 
 class TestReport(L.Callback):
@@ -62,22 +106,39 @@ class TestReport(L.Callback):
 
 
 class PredictionCSVWriter(BasePredictionWriter):
-    """``predict`` writes ``predictions.csv`` (index, predicted class name, probability) into the run's log dir."""
+    """``predict`` writes ``predictions.csv`` into the run's log dir: per test image its ``index`` (the image's
+    position in the dataset's own test set, as torchvision orders it; for the digits, in scikit-learn's
+    ``load_digits()``), its true ``label`` when the data has labels, and the ``predicted`` class with its
+    ``probability``."""
 
     def __init__(self, output_dir: str | None = None, filename: str = "predictions.csv") -> None:
         super().__init__(write_interval="epoch")
         self.output_dir = output_dir
         self.filename = filename
+        self._labels: list[torch.Tensor] = []
+
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._labels = []
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        # Predict batches are (images, labels, index) where the split has labels, else (images, index); the model
+        # predicts from the images alone, so the labels are taken here.
+        if len(batch) == 3:
+            self._labels.append(batch[1].cpu())
+        super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
     def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions, batch_indices):
-        rows = {key: torch.cat([p[key] for p in predictions]).cpu() for key in ("index", "predicted", "probability")}
+        columns = {key: torch.cat([p[key] for p in predictions]).cpu().tolist()
+                   for key in ("index", "predicted", "probability")}
         names = pl_module.hparams.class_names
+        labels = torch.cat(self._labels).tolist() if self._labels else None
         out = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
         # One file per process under DDP, each holding that process's share of the samples.
         name = self.filename if trainer.world_size == 1 else f"rank{trainer.global_rank}_{self.filename}"
         with atomic_write(out / name, "w") as f:
             writer = csv.writer(f)
-            writer.writerow(["index", "predicted", "probability"])
-            columns = (rows[key].tolist() for key in ("index", "predicted", "probability"))
-            for index, predicted, probability in zip(*columns, strict=True):
-                writer.writerow([index, names[predicted], f"{probability:.6f}"])
+            writer.writerow(["index", *(["label"] if labels is not None else []), "predicted", "probability"])
+            for row, (index, predicted, probability) in enumerate(zip(*columns.values(), strict=True)):
+                truth = [names[labels[row]]] if labels is not None else []
+                writer.writerow([index, *truth, names[predicted], f"{probability:.6f}"])
+        self._labels = []

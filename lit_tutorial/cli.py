@@ -1,10 +1,12 @@
-"""The ``python -m lit_tutorial`` command line: LightningCLI with the model and data picked by ``class_path``.
+"""The ``lit-tutorial`` command (also ``python -m lit_tutorial``): LightningCLI with the model and data picked by
+``class_path``.
 
 Besides running the subcommand it keeps each run's folder predictable and safe (``checkpointing.py`` has the
 layout): ``fit`` refuses a folder that holds another run, ``--ckpt_path`` accepts ``last`` and ``best`` and is
 checked before anything runs, evaluations need a checkpoint, and the last lines printed name every file written.
 """
 
+import importlib
 import os
 import re
 import shutil
@@ -18,12 +20,13 @@ import lightning as L
 import torch
 import yaml
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
+from lit_tutorial.callbacks import TidyProgressBar
 from lit_tutorial.checkpointing import (
     TRAINER_SETTINGS,
     AtomicCheckpointIO,
@@ -36,6 +39,17 @@ from lit_tutorial.checkpointing import (
 from lit_tutorial.errors import UserError, require_positive
 
 EVALUATIONS = ("validate", "test", "predict")
+DESCRIPTION = (
+    "lit_tutorial: the 'Learning PyTorch with Examples' tutorial rebuilt with PyTorch Lightning, one config per "
+    "step. Subcommands: fit (train), validate, test (per-class accuracy and figures; image steps), predict "
+    "(predictions.csv; image steps)."
+)
+EPILOG = (
+    "Pass a step config from configs/, e.g. lit-tutorial fit --config configs/step6_optim.yaml; stack overlays from "
+    "configs/overlays/ after it. --ckpt_path last (or best) continues or evaluates the run's saved checkpoint; "
+    "evaluating the untrained weights takes --ckpt_path initial; fit --overwrite replaces an earlier run in the "
+    "same folder. lit-tutorial <subcommand> --help lists every key."
+)
 
 # jsonargparse explains a bad value against every member of ``Union[Class, None]``; these lines are that noise.
 _NOISE = re.compile(
@@ -52,8 +66,16 @@ def _one_sentence(message: str) -> str:
 class ShortErrorParser(LightningArgumentParser):
     """Reports a config error as one line instead of the usage screen."""
 
+    # The command line being parsed, set by LitTutorialCLI: a missing model is explained by the configs given.
+    given_args: list[str] | None = None
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        _exit_with(f"{_one_sentence(message).rstrip('.')}. Run with --help to see the accepted keys and types.")
+        missing = re.search(r"arguments are required: (\w+)\.(data|model)\b", message)
+        if missing and self.given_args is not None:
+            _exit_with(_no_step_config(missing.group(1), self.given_args))
+        _exit_with(_sentence(_one_sentence(message), "Run with --help to see the accepted keys and types."))
+
+
 
 
 class LitTutorialCLI(LightningCLI):
@@ -76,13 +98,16 @@ class LitTutorialCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        parser.given_args = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else None
         super().parse_arguments(parser, args)
         # Runs before LightningCLI itself opens the checkpoint and copies the model's saved hyper-parameters over
         # the config (its ``_parse_ckpt_path``): what the user typed is checked against the checkpoint first, so
         # that copy changes nothing. ``test_checkpoint_never_overrides_the_command_line`` guards that order.
         subcommand = self.config.get("subcommand")
         # Built with run=False, the caller runs ``trainer.fit`` itself: the folder is set up as for fit.
-        self._check_run_folder(subcommand or "fit", self.config[subcommand] if subcommand else self.config)
+        config = self.config[subcommand] if subcommand else self.config
+        self._check_run_folder(subcommand or "fit", config)
+        _fill_logger_dirs(config.trainer, self.out)
 
     def _check_run_folder(self, subcommand: str, config: Namespace) -> None:
         root = Path(config.trainer.default_root_dir or os.getcwd())
@@ -90,6 +115,7 @@ class LitTutorialCLI(LightningCLI):
         if root.exists() and not root.is_dir():
             raise UserError(f"trainer.default_root_dir {root} is a file; give a folder for the run.")
         require_positive("trainer.accumulate_grad_batches", config.trainer.accumulate_grad_batches)
+        _require_step(subcommand, config.model.class_path)
         ckpt_path = config.get("ckpt_path")
         if subcommand in EVALUATIONS and ckpt_path is None:
             raise UserError(
@@ -155,7 +181,7 @@ class LitTutorialCLI(LightningCLI):
         if trainer.get("enable_checkpointing") is not False:
             callbacks.append(ResumeCheckpoint(settings=self.settings))
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(TQDMProgressBar(refresh_rate=10))
+            callbacks.append(TidyProgressBar(refresh_rate=10))
         plugins = trainer.get("plugins") or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
@@ -182,6 +208,62 @@ class LitTutorialCLI(LightningCLI):
                          if p.is_file() and p.stat().st_mtime >= self.started - 1 and not p.name.endswith(".tmp"))
         if written:
             print("\nlit_tutorial: wrote\n" + "\n".join(f"  {p}" for p in written))
+
+
+# Where a logger writes unless told: the run's folder (``logs/`` for fit, the evaluation's folder otherwise). A
+# placeholder at parse time, filled once the folder is known; a logger picked with ``--trainer.logger=CSVLogger``
+# keeps it, so it needs no ``save_dir`` of its own.
+RUN_DIR = "<trainer.default_root_dir>"
+# TensorBoard, without the ``hp_metric = -1`` it logs by default when no metric is named as the run's result.
+DEFAULT_LOGGER = {
+    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+    "init_args": {"save_dir": RUN_DIR, "default_hp_metric": False},
+}
+
+
+def _fill_logger_dirs(trainer: Namespace, out: Path) -> None:
+    """Point every logger whose ``save_dir`` is still :data:`RUN_DIR` at ``out`` itself (no version folders)."""
+    loggers = trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if isinstance(logger, Namespace) and logger.get("init_args.save_dir") == RUN_DIR:
+            logger.init_args.save_dir = str(out.parent)
+            if logger.class_path.rsplit(".", 1)[-1] in ("TensorBoardLogger", "CSVLogger"):
+                logger.init_args.name, logger.init_args.version = "", out.name
+
+
+def _no_step_config(subcommand: str, args: list[str]) -> str:
+    """Why no model or data was given, as one sentence: no config at all, or only overlays."""
+    configs = [value for flag, value in zip(args, args[1:], strict=False) if flag in ("-c", "--config")]
+    configs += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+    example = f"lit-tutorial {subcommand} --config configs/step6_optim.yaml"
+    if configs and not any(_has_model(path) for path in configs):
+        return (f"{configs[-1]} is an overlay: stack it after a step config, e.g. {example} --config "
+                f"{configs[-1]}.")
+    return f"{subcommand} needs a step config: pass one of configs/, e.g. {example}."
+
+
+def _has_model(config: str) -> bool:
+    try:
+        content = yaml.safe_load(Path(config).read_text())
+    except (OSError, yaml.YAMLError):
+        return True  # not ours to judge: the parser names an unreadable file itself
+    return isinstance(content, dict) and "model" in content
+
+
+# The step each subcommand runs, and LightningModule's own (empty or generic) version of it.
+_STEPS = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
+
+
+def _require_step(subcommand: str, class_path: str) -> None:
+    """``validate``, ``test`` or ``predict`` on a model that only trains (steps 1-8) is a user error, not a crash."""
+    step = _STEPS.get(subcommand)
+    module, name = class_path.rsplit(".", 1)
+    model = getattr(importlib.import_module(module), name)
+    if step and getattr(model, step) is getattr(L.LightningModule, step):
+        raise UserError(
+            f"{name} has no {step} (the regression steps 1-8 only train), so there is nothing to "
+            f"{subcommand}: run fit with this config, or {subcommand} an image config (step9_*, step10_*)."
+        )
 
 
 def run_settings(config: Namespace) -> dict:
@@ -235,6 +317,11 @@ def _class_names_of(datamodule: L.LightningDataModule) -> list[str] | None:
     return list(names) if names else None
 
 
+def _sentence(message: str, then: str) -> str:
+    """``message`` then ``then``, with one period between them however ``message`` ends."""
+    return f"{message.rstrip().rstrip('.')}. {then}"
+
+
 def _exit_with(message: str) -> NoReturn:
     print(f"lit_tutorial: error: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -254,6 +341,21 @@ def _user_error_in(error: BaseException) -> UserError | None:
                              f"({_one_sentence(seen).rstrip('.')}); install it, or drop that option.")
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _missing_package_in(error: BaseException) -> UserError | None:
+    """A class picked in the config (e.g. ``--trainer.logger=WandbLogger``) whose package is not installed."""
+    chain, seen = [], error
+    while seen is not None and len(chain) < 20:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    missing = next((e for e in chain if isinstance(e, ImportError)), None)
+    named = next((m for e in chain if (m := re.search(r"given class_path '([\w.]+)'", str(e)))), None)
+    if missing is None or named is None:  # an import failing anywhere else is a bug, not the user's choice
+        return None
+    what = named.group(1).rsplit(".", 1)[-1]
+    reason = re.sub(r"\.?\s*HINT: Try running", "; install it with", str(missing).strip())
+    return UserError(f"{what} needs a package that is not installed: {reason}, then run again.")
 
 
 def _check_config_files(args: list[str]) -> None:
@@ -282,7 +384,8 @@ def make_cli(args: list[str] | None = None, run: bool = True, created: list[Path
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"deterministic": True},
+        trainer_defaults={"deterministic": True, "logger": DEFAULT_LOGGER},
+        parser_kwargs={"prog": "lit-tutorial", "description": DESCRIPTION, "epilog": EPILOG},
         auto_configure_optimizers=False,
         parser_class=ShortErrorParser,
         args=args,
@@ -303,7 +406,7 @@ def main(args: list[str] | None = None) -> None:
               "with --ckpt_path last to continue.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
     except Exception as error:
-        user_error = _user_error_in(error)
+        user_error = _missing_package_in(error) or _user_error_in(error)
         if user_error is not None and _is_launching_process():
             for folder in reversed(created):
                 if folder.is_dir() and not any(folder.rglob("*.ckpt")):

@@ -68,7 +68,7 @@ def test_file_system(tmp_path, capsys):
     unwritable = Path("/proc/lit_tutorial_runs")  # not even root may make a folder there
     assert_one_sentence(["fit", *STEP8], capsys, f"cannot create {unwritable}", unwritable)
     mnist = ["fit", "--config", str(CONFIGS / "step10_mnist.yaml"), f"--data.init_args.data_dir={a_file}"]
-    assert_one_sentence(mnist, capsys, f"data.data_dir {a_file} is a file", tmp_path / "run")
+    assert_one_sentence(mnist, capsys, f"because {a_file} is a file", tmp_path / "run")
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):

@@ -1,10 +1,15 @@
 """Steps 9-10: real torchvision loading on tiny on-disk data, per-class accuracy, figures, predictions, errors."""
 
 import csv
+import gzip
+import re
+import shutil
 import subprocess
 import sys
+import tarfile
 import urllib.error
 from collections import Counter
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -83,8 +88,64 @@ def test_test_from_checkpoint_in_a_fresh_process_and_predict_csv(tmp_path):
     assert code == 0
     (predictions,) = (tmp_path / "fit" / "checkpoints" / "last-predict").glob("predictions.csv")  # beside the ckpt
     rows = list(csv.DictReader(predictions.open()))
-    assert len(rows) == 360 and [int(r["index"]) for r in rows] == list(range(360))
+    assert list(rows[0]) == ["index", "label", "predicted", "probability"]
+    # The index is the image's position in scikit-learn's own load_digits() order, and its label is that one's.
+    from sklearn.datasets import load_digits
+    targets = load_digits().target
+    index = [int(r["index"]) for r in rows]
+    assert len(rows) == 360 and len(set(index)) == 360 and max(index) < len(targets) and index != list(range(360))
+    assert [r["label"] for r in rows] == [str(targets[i]) for i in index]
     assert all(r["predicted"] in "0123456789" and 0.1 <= float(r["probability"]) <= 1.0 for r in rows)
+
+
+@pytest.mark.parametrize(("config", "dataset", "normalize"), [
+    ("step9_cifar10", torchvision.datasets.CIFAR10, ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))),
+    ("step10_mnist", torchvision.datasets.MNIST, ((0.1307,), (0.3081,))),
+])
+def test_predictions_csv_rows_are_torchvisions_test_images(config, dataset, normalize, tiny_vision_root,
+                                                            trust_cifar_files, tmp_path):
+    """Row by row: ``index`` is the image's position in torchvision's test set, ``label`` its true class, and the
+    prediction is the model's on that very image, loaded and normalised by torchvision."""
+    cli = make_cli(["--config", str(CONFIGS / f"{config}.yaml"), f"--data.init_args.data_dir={tiny_vision_root}",
+                    "--data.init_args.download=false", "--data.init_args.batch_size=8",
+                    *quiet_trainer_args(tmp_path)], run=False)
+    cli.trainer.predict(cli.model, cli.datamodule)
+    (predictions,) = tmp_path.rglob("predictions.csv")
+    rows = list(csv.DictReader(predictions.open()))
+    reference = dataset(tiny_vision_root, train=False, transform=transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize(*normalize)]))
+    assert sorted(int(r["index"]) for r in rows) == list(range(len(reference))) == list(range(21))
+    names = cli.datamodule.class_names
+    model = cli.model.eval()
+    for row in rows:
+        image, label = reference[int(row["index"])]
+        with torch.no_grad():
+            probability, predicted = F.softmax(model(image[None]), dim=1).max(dim=1)
+        assert row["label"] == names[label] and row["predicted"] == names[predicted.item()]
+        assert float(row["probability"]) == pytest.approx(probability.item(), abs=2e-6)
+
+
+class _Rank:
+    """The parts of a Trainer a DataModule reads to shard its loaders: one process of two."""
+
+    def __init__(self, rank: int) -> None:
+        self.global_rank, self.world_size, self.current_epoch = rank, 2, 0
+
+
+def test_predict_shards_keep_torchvisions_index(tiny_vision_root, trust_cifar_files):
+    """Under DDP each process predicts its share; together they cover every test image once, under its index."""
+    original = torchvision.datasets.CIFAR10(tiny_vision_root, train=False)
+    seen = []
+    for rank in (0, 1):
+        datamodule = CIFAR10DataModule(str(tiny_vision_root), download=False, val_size=0, batch_size=4)
+        datamodule.trainer = _Rank(rank)
+        datamodule.setup("predict")
+        for images, labels, index in datamodule.predict_dataloader():
+            for image, label, i in zip(images, labels.tolist(), index.tolist(), strict=True):
+                assert torch.equal(image.permute(1, 2, 0), torch.from_numpy(original.data[i]))
+                assert label == original.targets[i]
+                seen.append(i)
+    assert sorted(seen) == list(range(21)) and seen[:3] == [0, 2, 4]
 
 
 def _patterned(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,25 +234,87 @@ def _error_line(err: str) -> str:
 
 
 @pytest.mark.parametrize(("config", "expected"), [
-    ("step9_cifar10", ["CIFAR10 not found", "cifar-10-batches-py lacks data_batch_1", "cifar-10-python.tar.gz"]),
-    ("step10_mnist", ["MNIST not found", "MNIST/raw lacks train-images-idx3-ubyte", "gunzip them into"]),
+    ("step9_cifar10", ["CIFAR10 not found", "cifar-10-batches-py lacks data_batch_1", "cifar-10-python.tar.gz",
+                       "--data.init_args.download=true"]),
+    ("step10_mnist", ["MNIST not found", "MNIST/raw lacks train-images-idx3-ubyte", "train-images-idx3-ubyte.gz",
+                      "gunzipped", "--data.init_args.download=true"]),
 ])
 def test_missing_files_with_download_false(config, expected, tmp_path, capsys):
     code, err = run_cli(_fit_args(config, tmp_path / "empty", tmp_path, "--data.init_args.download=false"), capsys)
     line = _error_line(err)
     assert code == 2 and all(text in line for text in expected), line
-    assert str(tmp_path / "empty") in line
+    assert str(tmp_path / "empty") in line and ".." not in line
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
 @pytest.mark.parametrize(("config", "url"), [("step9_cifar10", "cifar-10-python.tar.gz"), ("step10_mnist", "mnist/")])
-def test_download_without_network(config, url, tmp_path, capsys, monkeypatch):
-    def no_network(*args, **kwargs):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+def test_download_without_network(config, url, tmp_path, capsys, no_network):
     code, err = run_cli(_fit_args(config, tmp_path / "data", tmp_path, "--data.init_args.download=true"), capsys)
     line = _error_line(err)
-    assert code == 2 and "could not download" in line and url in line and "by hand" in line, line
+    assert code == 2 and "could not download" in line and url in line and "where there is a network" in line, line
+    # The cause is torchvision's, never empty (MNIST's own message ends in a colon before the mirrors' errors).
+    assert "(Temporary failure in name resolution" in line or "Errno -3" in line, line
+    assert "--data.init_args.download=false" in line and ".." not in line and "()" not in line
+
+
+def _tiny_dataset_files(config: str, folder) -> None:
+    split = (torch.randint(0, 256, (10, 1 if "mnist" in config else 3, 28 if "mnist" in config else 32,
+                                    28 if "mnist" in config else 32), dtype=torch.uint8), torch.arange(10))
+    (write_mnist if "mnist" in config else write_cifar10)(folder, split, split)
+
+
+@pytest.mark.parametrize(("config", "layout"), [("step9_cifar10", "archive"), ("step9_cifar10", "extracted"),
+                                                ("step10_mnist", "gzipped"), ("step10_mnist", "gunzipped")])
+def test_following_the_offline_message_works_first_time(config, layout, tmp_path, capsys, no_network,
+                                                        trust_cifar_files):
+    """No network: the message names the files and where they go; placing them exactly so makes the same command
+    (with or without the download switched off, as the message offers) succeed."""
+    args = _fit_args(config, tmp_path / "data", tmp_path / "run", "--data.init_args.val_size=2")
+    code, err = run_cli(args, capsys)
+    line = _error_line(err)
+    assert code == 2
+    made = tmp_path / "downloaded_elsewhere"  # the files as torchvision's downloads unpack
+    _tiny_dataset_files(config, made)
+    if layout == "archive":
+        (archive,) = re.findall(r"put it as it is at (\S+/cifar-10-python\.tar\.gz),", line)
+        Path(archive).parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(made / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    elif layout == "extracted":
+        ((folder, batch, last, *others),) = re.findall(
+            r"extracted: (\S+)/ holding (\w+)_1 to \2_(\d+), ([\w.]+) and ([\w.]+)", line)
+        names = [f"{batch}_{i}" for i in range(1, int(last) + 1)] + others
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copy(made / "cifar-10-batches-py" / name, Path(folder) / name)
+    else:
+        ((names, folder),) = re.findall(r"fetch (.+?) from \S+ where there is a network and put them in (\S+)/,", line)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for name in names.split(", "):
+            source = (made / "MNIST" / "raw" / name).with_suffix("")
+            if layout == "gzipped":
+                with open(source, "rb") as f, gzip.open(Path(folder) / name, "wb") as out:
+                    out.write(f.read())
+            else:
+                shutil.copy(source, Path(folder) / source.name)
+    again = args if layout in ("archive", "gzipped") else [*args, "--data.init_args.download=false"]
+    code, err = run_cli(again, capsys)
+    assert code == 0, err[-2000:]
+
+
+@pytest.mark.parametrize("config", ["step9_cifar10", "step10_mnist"])
+def test_a_data_dir_that_is_a_file_is_not_blamed_on_the_network(config, tmp_path, capsys, no_network):
+    (tmp_path / "data").write_text("not a folder")
+    code, err = run_cli(_fit_args(config, tmp_path / "data" / "inner", tmp_path / "run"), capsys)
+    line = _error_line(err)
+    assert code == 2 and f"because {tmp_path / 'data'} is a file" in line and "download" not in line, line
 
 
 def test_corrupt_cifar_batch_is_named(trust_cifar_files, tmp_path, capsys):

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from lit_tutorial.data.images import ImageDataModule, download_failed
+from lit_tutorial.data.images import ImageDataModule, download_failed, unpack
 from lit_tutorial.errors import UserError
 
 
@@ -17,11 +17,19 @@ class CIFAR10DataModule(ImageDataModule):
     default_stats = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
 
     def prepare_data(self) -> None:
-        if self.hparams.download and self._problem() is not None:
+        if self._problem() is None:
+            return
+        if (problem := self._folder_problem()) is not None:  # not the network's fault: no download is tried
+            raise UserError(problem)
+        cifar = torchvision.datasets.CIFAR10
+        archive = self.data_dir / cifar.filename
+        if archive.is_file():
+            unpack(archive, self.data_dir, "CIFAR10")
+        elif self.hparams.download:
             try:
-                torchvision.datasets.CIFAR10(self.data_dir, train=True, download=True)
+                cifar(self.data_dir, train=True, download=True)
             except OSError as error:  # URLError, timeouts, refused connections, disk full
-                raise download_failed("CIFAR10", self.data_dir, torchvision.datasets.CIFAR10.url, error) from error
+                raise download_failed("CIFAR10", error, self._place()) from error
 
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if (problem := self._problem()) is not None:
@@ -38,20 +46,28 @@ class CIFAR10DataModule(ImageDataModule):
 
     def _problem(self) -> str | None:
         """What is wrong with the files under ``data_dir``, as one sentence; ``None`` if they are all readable."""
+        if (problem := self._folder_problem()) is not None:
+            return problem
         cifar = torchvision.datasets.CIFAR10
         folder = self.data_dir / cifar.base_folder
         files = [*cifar.train_list, *cifar.test_list, [cifar.meta["filename"], cifar.meta["md5"]]]
         missing = [name for name, _ in files if not (folder / name).is_file()]
         if missing:
-            return (
-                f"CIFAR10 not found: {folder} lacks {', '.join(missing)}; set data.download: true, or download "
-                f"{cifar.url} and extract it into {self.data_dir} (it unpacks to {cifar.base_folder}/)."
-            )
+            return (f"CIFAR10 not found: {folder} lacks {', '.join(missing)}; {self._place()}, and run again "
+                    "(or let it download with --data.init_args.download=true).")
         for name, md5 in files:
             path = folder / name
             if not torchvision.datasets.cifar.check_integrity(str(path), md5) or not _unpickles(path):
                 return f"CIFAR10 file {path} is corrupt or truncated; delete it and download the dataset again."
         return None
+
+    def _place(self) -> str:
+        """Where to put the dataset by hand, the archive or its contents, with the exact names torchvision reads."""
+        cifar = torchvision.datasets.CIFAR10
+        root = self.data_dir.absolute()
+        return (f"fetch {cifar.url} where there is a network and put it as it is at {root / cifar.filename}, or "
+                f"extracted: {root / cifar.base_folder}/ holding data_batch_1 to data_batch_5, test_batch and "
+                "batches.meta")
 
 
 def _unpickles(path: Path) -> bool:

@@ -40,11 +40,18 @@ class DigitsDataModule(ImageDataModule):
         images = torch.nn.functional.interpolate(images, size=(20, 20), mode="bilinear", align_corners=False)
         images = torch.nn.functional.pad(images, (4, 4, 4, 4)).round().clamp(0, 255).to(torch.uint8)
         labels = torch.from_numpy(digits.target).to(torch.int64)
-        # A fixed test set: the same seed-independent permutation every run, so test accuracy is comparable.
         if self.hparams.test_size >= len(images):
             raise UserError(f"data.test_size={self.hparams.test_size} leaves no training images out of the "
                             f"{len(images)} digits; lower it.")
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(1797))
-        test, train_ = order[: self.hparams.test_size], order[self.hparams.test_size :]
-        chosen = train_ if train else test
+        self._digits = len(images)
+        chosen = self._rows(self._digits, train)
         return images[chosen], labels[chosen]
+
+    def test_index(self) -> torch.Tensor:
+        """Each test image's position in scikit-learn's ``load_digits()`` (the test set is drawn from all of it)."""
+        return self._rows(self._digits, train=False)
+
+    def _rows(self, n: int, train: bool) -> torch.Tensor:
+        # A fixed test set: the same seed-independent permutation every run, so test accuracy is comparable.
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(1797))
+        return order[self.hparams.test_size :] if train else order[: self.hparams.test_size]

@@ -9,12 +9,15 @@ batches with :class:`TensorLoader` and normalises whole batches after they reach
 import hashlib
 import json
 import math
+import tarfile
+import zlib
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from torchvision.datasets.utils import extract_archive
 
 from lit_tutorial.data.loader import TensorLoader
 from lit_tutorial.errors import UserError, require_positive, require_seed
@@ -83,8 +86,6 @@ class ImageDataModule(L.LightningDataModule):
         if val_size < 0:
             raise UserError(f"data.val_size must be >= 0, got {val_size}; use 0 for no validation split.")
         require_seed("data.seed", seed)
-        if data_dir and Path(data_dir).exists() and not Path(data_dir).is_dir():
-            raise UserError(f"data.data_dir {data_dir} is a file; give the folder that holds (or will hold) the data.")
         mean, std = (mean, std) if mean is not None or std is not None else self.default_stats
         _check_normalization(mean, std)
         self.save_hyperparameters()
@@ -137,10 +138,14 @@ class ImageDataModule(L.LightningDataModule):
     def test_dataloader(self) -> TensorLoader:
         return self._loader("test")
 
+    def test_index(self) -> torch.Tensor:
+        """Where each test image comes from: its position in the dataset's own test set (torchvision's order)."""
+        return torch.arange(len(self.splits["test"][0]))
+
     def predict_dataloader(self) -> TensorLoader:
+        # Batches of (images, labels, index): the labels for predictions.csv, the index to say which image it was.
         images, labels, _ = self.splits["test"]
-        index = torch.arange(len(images), device=images.device)
-        return self._loader("predict", tensors=(images, labels, index))
+        return self._loader("predict", tensors=(images, labels, self.test_index().to(images.device)))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, *rest = batch
@@ -189,6 +194,14 @@ class ImageDataModule(L.LightningDataModule):
                 num_workers=0 if self.hparams.device_resident else self.hparams.num_workers,
             )
         return self._loaders[split]
+
+    def _folder_problem(self) -> str | None:
+        """``data_dir`` (or a folder above it) is a file: no download could help, so it is said as it is."""
+        existing = next((p for p in (self.data_dir, *self.data_dir.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            return (f"data.data_dir {self.data_dir} cannot be a folder because {existing} is a file; point "
+                    "data.data_dir at a folder (it is created if missing).")
+        return None
 
     def _split_rows(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training and validation rows of the training file: a permutation drawn from ``seed``."""
@@ -293,8 +306,25 @@ def _check_normalization(mean: Stats | None, std: Stats | None) -> None:
                         f"got mean {mean} and std {std}.")
 
 
-def download_failed(dataset: str, root: Path, url: str, error: BaseException) -> UserError:
+def cause(error: BaseException) -> str:
+    """The last line of an error's message (the most specific: torchvision lists each mirror it tried first)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1].rstrip(":.") if lines else type(error).__name__
+
+
+def download_failed(dataset: str, error: BaseException, place: str) -> UserError:
     return UserError(
-        f"could not download {dataset} into {root} ({error}); fetch {url} by hand, put it in {root} "
-        "as described in the README, and run again with data.download: false."
+        f"could not download {dataset} ({cause(error)}); {place}, and run the same command again "
+        "(add --data.init_args.download=false to skip the download)."
     )
+
+
+def unpack(archive: Path, into: Path, dataset: str) -> None:
+    """Extract an archive the user placed by hand; it needs no network, so ``download: false`` does it too."""
+    rank_zero_info(f"Extracting {archive} into {into}")
+    try:
+        extract_archive(str(archive), str(into))
+    except (OSError, EOFError, tarfile.TarError, zlib.error) as error:
+        raise UserError(
+            f"{archive} is not a readable {dataset} archive ({cause(error)}); delete it and fetch it again."
+        ) from error
