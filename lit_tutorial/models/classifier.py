@@ -66,14 +66,14 @@ class ImageClassifier(TutorialModule):
         return self.net(images)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images, labels = batch
+        images, labels = batch  # on the device already: Lightning moves each batch (the tutorial's .to(device))
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
-        self.check_finite(loss, batch_idx)
+        self.log_train_loss(self.check_finite(loss, batch_idx), batch_idx)
         # A running count rather than a metric object: 13 us a step instead of 90, at the tutorial's batch of 4.
         self._train_correct += (logits.detach().argmax(dim=1) == labels).sum()
         self._train_seen += len(labels)
-        self.log_train_loss(loss)
+        # No zero_grad/backward/step: Lightning runs them on the returned loss (and the scheduler each epoch).
         return loss
 
     def on_train_epoch_end(self) -> None:
