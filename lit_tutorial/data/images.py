@@ -49,7 +49,8 @@ class ImageDataModule(L.LightningDataModule):
     Args:
         data_dir: Folder holding (or receiving) the dataset files, and the ``auto`` statistics cache.
         download: Fetch the dataset into ``data_dir`` when its files are missing.
-        batch_size: Images per batch.
+        batch_size: Images per training batch.
+        test_batch_size: Images per validation, test and predict batch; unset, ``batch_size``.
         val_size: Training images held out (seeded) for validation; 0 for none.
         seed: Seed of the train/val split and of each epoch's shuffle.
         mean: Per-channel mean for Normalize, or ``auto`` to compute it over the training split; unset, the
@@ -68,6 +69,7 @@ class ImageDataModule(L.LightningDataModule):
         data_dir: str | None = "data",
         download: bool = True,
         batch_size: int = 64,
+        test_batch_size: int | None = None,
         val_size: int = 5000,
         seed: int = 0,
         mean: Stats | None = None,
@@ -77,6 +79,8 @@ class ImageDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         require_positive("data.batch_size", batch_size)
+        if test_batch_size is not None:
+            require_positive("data.test_batch_size", test_batch_size)
         if num_workers < 0:
             raise UserError(f"data.num_workers must be >= 0, got {num_workers}; 0 gathers batches in-process.")
         if val_size < 0:
@@ -178,7 +182,8 @@ class ImageDataModule(L.LightningDataModule):
             self._loaders[split] = TensorLoader(
                 *(tensors or (images, labels)),
                 subset=rows,
-                batch_size=self.hparams.batch_size,
+                batch_size=self.hparams.batch_size if split == "train" else (
+                    self.hparams.test_batch_size or self.hparams.batch_size),
                 shuffle=shuffle,
                 seed=self.hparams.seed,
                 rank=trainer.global_rank if trainer else 0,
