@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,32 @@ def test_committed_figures_cover_every_regression_step(make_figures):
     for step, result in summary.items():
         assert (REPO / "docs" / "figures" / f"{step}.png").is_file()
         assert result["iterations"] == 500 and result["max_relative_difference"] < 1e-3, step
+
+
+# A quoted snippet is a fenced block whose info string names its source file: ```python lit_tutorial/models/base.py
+SNIPPET = re.compile(r"^```(?:python|yaml) (\S+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def quoted_snippets(path: Path) -> list[tuple[str, str]]:
+    return SNIPPET.findall(path.read_text())
+
+
+@pytest.mark.parametrize("walkthrough", WALKTHROUGHS, ids=lambda p: p.name)
+def test_every_quoted_snippet_is_still_in_its_source(walkthrough):
+    snippets = quoted_snippets(walkthrough)
+    assert len(snippets) >= 12
+    for source, snippet in snippets:
+        wanted = [line.strip() for line in snippet.splitlines()]
+        lines = [line.strip() for line in (REPO / source).read_text().splitlines()]
+        assert any(lines[i : i + len(wanted)] == wanted for i in range(len(lines))), f"{source}:\n{snippet}"
+
+
+def test_both_languages_quote_the_same_code_and_show_the_same_figures():
+    english, chinese = (path.read_text() for path in WALKTHROUGHS)
+    assert quoted_snippets(WALKTHROUGHS[0]) == quoted_snippets(WALKTHROUGHS[1])
+    figures = re.compile(r"figures/(\w+)\.png")
+    assert figures.findall(english) == figures.findall(chinese) == [f"{step}" for step in _steps()]
+
+
+def _steps() -> list[str]:
+    return list(json.loads((REPO / "docs" / "figures" / "summary.json").read_text()))

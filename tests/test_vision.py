@@ -339,7 +339,7 @@ def test_mnist_curve_equals_pytorch_examples_with_its_lr_schedule(tiny_vision_ro
 
 def test_mnist_recipe_batches_and_a_bad_scheduler_value(tmp_path, capsys):
     cli = make_cli(["--config", str(CONFIGS / "step10_mnist.yaml")], run=False)
-    assert (cli.datamodule.hparams.batch_size, cli.datamodule.hparams.test_batch_size) == (64, 1000)
+    assert (cli.datamodule.hparams.batch_size, cli.datamodule.test_batch_size) == (64, 1000)
     assert cli.trainer.max_epochs == 14
     code, err = run_cli(["fit", "--config", str(CONFIGS / "step10_digits.yaml"), "--trainer.fast_dev_run=true",
                          "--model.init_args.lr_scheduler=torch.optim.lr_scheduler.CosineAnnealingWarmRestarts",

@@ -94,6 +94,7 @@ class ImageDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.data_dir = Path(data_dir) if data_dir else None
         self.mean, self.std = mean, std
+        self.test_batch_size = test_batch_size or batch_size
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
         self._loaders: dict[str, TensorLoader] = {}
         self._stats_on_device: dict = {}
@@ -182,8 +183,7 @@ class ImageDataModule(L.LightningDataModule):
             self._loaders[split] = TensorLoader(
                 *(tensors or (images, labels)),
                 subset=rows,
-                batch_size=self.hparams.batch_size if split == "train" else (
-                    self.hparams.test_batch_size or self.hparams.batch_size),
+                batch_size=self.hparams.batch_size if split == "train" else self.test_batch_size,
                 shuffle=shuffle,
                 seed=self.hparams.seed,
                 rank=trainer.global_rank if trainer else 0,
