@@ -64,3 +64,15 @@ def test_both_languages_quote_the_same_code_and_show_the_same_figures():
 
 def _steps() -> list[str]:
     return list(json.loads((REPO / "docs" / "figures" / "summary.json").read_text()))
+
+
+def test_readme_step_table_quotes_the_figures_runs():
+    """The README's first and last losses are those of the committed figures' 500-iteration runs."""
+    summary = json.loads((REPO / "docs" / "figures" / "summary.json").read_text())
+    quoted = {}
+    for row in (REPO / "README.md").read_text().splitlines():
+        if (match := re.match(r"\| [^|]+ \| `configs/(\w+)\.yaml` \|.*\| ([\d.e+-]+) → ([\d.e+-]+) \|$", row)):
+            quoted[match[1]] = (float(match[2]), float(match[3]))
+    assert set(summary) <= set(quoted)
+    for step, result in summary.items():
+        assert quoted[step] == pytest.approx((result["first"], result["last"]), rel=5e-3), step

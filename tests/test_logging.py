@@ -1,6 +1,8 @@
 """Every training iteration's loss reaches the logs at its iteration number, through Ctrl-C and resume too."""
 
 import csv
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,13 @@ def test_tensorboard_gets_every_iteration_by_default(tmp_path):
     scalars = EventAccumulator(str(events.parent)).Reload().Scalars("train_loss")
     assert [s.step for s in scalars] == list(range(60))
     assert [s.value for s in scalars] == pytest.approx(recorder.losses, rel=1e-7)  # stored as float32
+
+
+def test_a_non_finite_loss_stops_the_run_with_every_loss_before_it_logged(tmp_path, capsys):
+    code, err = run_cli(["fit", "--config", str(CONFIGS / "step6_optim.yaml"), "--data.init_args.steps=20",
+                         "--model.init_args.optimizer.init_args.lr=1.0e4", *csv_logger(tmp_path / "logs"),
+                         *quiet_trainer_args(tmp_path)], capsys)
+    batch = int(re.search(r"the loss is \w+ at epoch 0, batch (\d+)", err)[1])
+    logged = logged_losses(tmp_path / "logs")
+    assert code == 2 and batch >= 1 and list(logged) == list(range(batch))
+    assert all(math.isfinite(value) for value in logged.values())
