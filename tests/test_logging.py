@@ -78,7 +78,7 @@ def test_tensorboard_gets_every_iteration_by_default(tmp_path):
 
 
 def test_a_non_finite_loss_stops_the_run_with_every_loss_before_it_logged(tmp_path, capsys):
-    code, err = run_cli(["fit", "--config", str(CONFIGS / "step6_optim.yaml"), "--data.init_args.steps=20",
+    code, err = run_cli(["fit", "--config", str(CONFIGS / "step5_nn.yaml"), "--data.init_args.steps=20",
                          "--model.init_args.optimizer.init_args.lr=1.0e4", *csv_logger(tmp_path / "logs"),
                          *quiet_trainer_args(tmp_path)], capsys)
     batch = int(re.search(r"the loss is \w+ at epoch 0, batch (\d+)", err)[1])
