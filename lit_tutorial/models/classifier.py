@@ -30,22 +30,22 @@ class ImageClassifier(TutorialModule):
     Args:
         net: The image net, e.g. ``lit_tutorial.nets.LeNet``.
         optimizer: The optimizer class and its arguments, e.g. ``torch.optim.SGD`` with ``lr`` and ``momentum``.
-        lr_scheduler: A learning-rate scheduler class and its arguments, stepped once per epoch, e.g.
-            ``torch.optim.lr_scheduler.StepLR`` with ``step_size: 1`` and ``gamma: 0.7`` (pytorch/examples' MNIST);
-            none keeps the learning rate fixed.
         class_names: Names of the classes, in label order (set by the CLI from the DataModule).
         channels_last: Run the net in channels-last memory format: faster convolutions and pooling on CPUs (the
             tutorial's LeNet at batch 256: 14 instead of 17 ms a step at best here); results equal to rounding (1e-7).
             Leave it off for nets that apply dropout to a 4-D activation: the masks are drawn in memory order.
+        lr_scheduler: A learning-rate scheduler class and its arguments, stepped once per epoch, e.g.
+            ``torch.optim.lr_scheduler.StepLR`` with ``step_size: 1`` and ``gamma: 0.7`` (pytorch/examples' MNIST);
+            none keeps the learning rate fixed.
     """
 
     def __init__(
         self,
         net: nn.Module,
         optimizer: OptimizerCallable = torch.optim.SGD,
-        lr_scheduler: LRSchedulerCallable | None = None,
         class_names: list[str] | None = None,
         channels_last: bool = False,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
         if not class_names:
