@@ -65,7 +65,7 @@ def _autograd_reference(w1, w2, x, y, relu, lr=1e-6):
     return losses
 
 
-def test_step1_by_hand_float32_equals_autograd_loop(tmp_path):
+def test_step2_tensors_equals_autograd_loop(tmp_path):
     torch.manual_seed(2)
     model, dm = FromScratchRegressor(backprop="by_hand"), data()
     expected = _autograd_reference(model.w1.detach(), model.w2.detach(), dm.x, dm.y, lambda t: t.clamp(min=0))

@@ -383,48 +383,93 @@ class StartState(L.Callback):
         self.rng_state = torch.get_rng_state()
 
 
-@pytest.mark.parametrize("config, dataset, normalize, optimizer", [
-    ("step9_cifar10", torchvision.datasets.CIFAR10, ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-     lambda params: torch.optim.SGD(params, lr=0.001, momentum=0.9)),
-    ("step10_mnist", torchvision.datasets.MNIST, ((0.1307,), (0.3081,)),
-     lambda params: torch.optim.Adadelta(params, lr=1.0)),
-])
-def test_training_curve_equals_the_tutorial_loop(config, dataset, normalize, optimizer, tiny_vision_root,
-                                                 trust_cifar_files, tmp_path):
-    """Steps 9-10 through the CLI: the per-step losses of 5 epochs equal the tutorial's own loop (per-sample
-    ToTensor + Normalize, a DataLoader, zero_grad/backward/step) from the same weights, batches and RNG state
-    (MnistNet's dropout draws from it)."""
-    epochs, batch_size = 5, 4
-    cli = make_cli(["--config", str(CONFIGS / f"{config}.yaml"), f"--data.init_args.data_dir={tiny_vision_root}",
+def _fit_tiny(config: str, data_dir, tmp_path, epochs: int, batch_size: int, *extra: str):
+    """Fit ``config`` through the CLI on the tiny on-disk data; return the CLI, its per-step losses and a copy of
+    its net at the start, with the global RNG set back to its state then."""
+    cli = make_cli(["--config", str(CONFIGS / f"{config}.yaml"), f"--data.init_args.data_dir={data_dir}",
                     "--data.init_args.download=false", "--data.init_args.val_size=0",
                     f"--data.init_args.batch_size={batch_size}", f"--trainer.max_epochs={epochs}",
-                    "--trainer.accelerator=cpu", *quiet_trainer_args(tmp_path)], run=False)
+                    "--trainer.accelerator=cpu", *extra, *quiet_trainer_args(tmp_path)], run=False)
     recorder, start = LossRecorder(), StartState()
     cli.trainer.callbacks += [recorder, start]
     cli.trainer.fit(cli.model, cli.datamodule)
-
     net = type(cli.model.net)()
     net.load_state_dict(start.weights)
     torch.set_rng_state(start.rng_state)
-    images = dataset(tiny_vision_root, train=True, transform=transforms.Compose(
-        [transforms.ToTensor(), transforms.Normalize(*normalize)]))
-    opt, losses = optimizer(net.parameters()), []
-    train_rows = cli.datamodule.splits["train"][2]
+    return cli, recorder.losses, net
+
+
+def _same_batches(cli, dataset, epoch: int, batch_size: int) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``dataset`` giving the project's batches of ``epoch``, in the same order."""
+    # The same images in the same order: the training split's rows, shuffled as the project's loader does.
+    loader = TensorLoader(torch.arange(len(dataset)), subset=cli.datamodule.splits["train"][2],
+                          batch_size=len(dataset), shuffle=True)
+    loader.sampler.set_epoch(epoch)
+    (order,) = next(iter(loader))
+    # A generator of its own: by default a DataLoader draws a seed from the global RNG, shifting dropout.
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(),
+                                       generator=torch.Generator())
+
+
+def test_cifar10_curve_equals_the_tutorial_loop(tiny_vision_root, trust_cifar_files, tmp_path):
+    """Step 9 through the CLI: the per-step losses of 5 epochs equal the tutorial's own loop (per-sample
+    ToTensor + Normalize, a DataLoader, zero_grad/backward/step) from the same weights and batches."""
+    epochs, batch_size = 5, 4
+    cli, losses, net = _fit_tiny("step9_cifar10", tiny_vision_root, tmp_path, epochs, batch_size)
+    trainset = torchvision.datasets.CIFAR10(tiny_vision_root, train=True, transform=transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]))
+    optimizer, expected = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9), []
     for epoch in range(epochs):
-        # The same images in the same order: the training split's rows, shuffled as the project's loader does.
-        loader = TensorLoader(torch.arange(len(images)), subset=train_rows, batch_size=len(images), shuffle=True)
-        loader.sampler.set_epoch(epoch)
-        (order,) = next(iter(loader))
-        # A generator of its own: by default a DataLoader draws a seed from the global RNG, shifting dropout.
-        batches = torch.utils.data.DataLoader(images, batch_size=batch_size, sampler=order.tolist(),
-                                              generator=torch.Generator())
-        for inputs, labels in batches:
-            opt.zero_grad()
-            loss = F.cross_entropy(AS_WRITTEN[type(net)](net, inputs), labels)
+        for inputs, labels in _same_batches(cli, trainset, epoch, batch_size):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(lenet_as_in_tutorial(net, inputs), labels)
             loss.backward()
-            opt.step()
-            losses.append(loss.item())
-    assert_curves_equal(recorder.losses, losses, rtol=1e-5)
+            optimizer.step()
+            expected.append(loss.item())
+    assert_curves_equal(losses, expected, rtol=1e-5)
+
+
+def test_mnist_curve_equals_pytorch_examples_with_its_lr_schedule(tiny_vision_root, tmp_path):
+    """Step 10 through the CLI: 5 epochs equal pytorch/examples' mnist/main.py loop (model.train(), Adadelta lr
+    1.0, nll_loss of log_softmax, StepLR(step_size=1, gamma=0.7) stepped after each epoch) from the same weights,
+    batches and RNG state (MnistNet's dropout draws from it). The net runs in pytorch/examples' contiguous layout:
+    channels-last rounds differently (1e-7, see the channels-last test), and on these random labels such differences
+    grow past 1e-5 within 5 epochs."""
+    epochs, batch_size = 5, 4
+    cli, losses, model = _fit_tiny("step10_mnist", tiny_vision_root, tmp_path, epochs, batch_size,
+                                   "--model.init_args.channels_last=false")
+    dataset1 = torchvision.datasets.MNIST(tiny_vision_root, train=True, transform=transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]))
+    expected = []
+
+    def train(model, train_loader, optimizer):  # pytorch/examples' train(), printing every loss
+        model.train()
+        for data, target in train_loader:
+            optimizer.zero_grad()
+            output = F.log_softmax(mnist_net_as_in_pytorch_examples(model, data), dim=1)
+            loss = F.nll_loss(output, target)
+            loss.backward()
+            optimizer.step()
+            expected.append(loss.item())
+
+    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+    for epoch in range(epochs):
+        train(model, _same_batches(cli, dataset1, epoch, batch_size), optimizer)
+        scheduler.step()
+    assert_curves_equal(losses, expected, rtol=1e-6)
+    (lightning_optimizer,) = cli.trainer.optimizers
+    assert lightning_optimizer.param_groups[0]["lr"] == pytest.approx(0.7**epochs, rel=1e-12)
+
+
+def test_mnist_recipe_batches_and_a_bad_scheduler_value(tmp_path, capsys):
+    cli = make_cli(["--config", str(CONFIGS / "step10_mnist.yaml")], run=False)
+    assert (cli.datamodule.hparams.batch_size, cli.datamodule.test_batch_size) == (64, 1000)
+    assert cli.trainer.max_epochs == 14
+    code, err = run_cli(["fit", "--config", str(CONFIGS / "step10_digits.yaml"), "--trainer.fast_dev_run=true",
+                         "--model.init_args.lr_scheduler=torch.optim.lr_scheduler.CosineAnnealingWarmRestarts",
+                         "--model.init_args.lr_scheduler.init_args.T_0=0", *quiet_trainer_args(tmp_path)], capsys)
+    assert code == 2 and "model.lr_scheduler: Expected positive integer T_0, but got 0" in _error_line(err)
 
 
 @pytest.mark.parametrize("net_class, shape", [(LeNet, (16, 3, 32, 32)), (MnistNet, (16, 1, 28, 28))])

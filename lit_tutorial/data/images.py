@@ -53,7 +53,8 @@ class ImageDataModule(L.LightningDataModule):
     Args:
         data_dir: Folder holding (or receiving) the dataset files, and the ``auto`` statistics cache.
         download: Fetch the dataset into ``data_dir`` when its files are missing.
-        batch_size: Images per batch.
+        batch_size: Images per training batch.
+        test_batch_size: Images per validation, test and predict batch; unset, ``batch_size``.
         val_size: Training images held out (seeded) for validation; 0 for none.
         seed: Seed of the train/val split and of each epoch's shuffle.
         mean: Per-channel mean for Normalize, or ``auto`` to compute it over the training split; unset, the
@@ -72,6 +73,7 @@ class ImageDataModule(L.LightningDataModule):
         data_dir: str | None = "data",
         download: bool = True,
         batch_size: int = 64,
+        test_batch_size: int | None = None,
         val_size: int = 5000,
         seed: int = 0,
         mean: Stats | None = None,
@@ -81,6 +83,8 @@ class ImageDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         require_positive("data.batch_size", batch_size)
+        if test_batch_size is not None:
+            require_positive("data.test_batch_size", test_batch_size)
         if num_workers < 0:
             raise UserError(f"data.num_workers must be >= 0, got {num_workers}; 0 gathers batches in-process.")
         if val_size < 0:
@@ -91,6 +95,7 @@ class ImageDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.data_dir = Path(data_dir) if data_dir else None
         self.mean, self.std = mean, std
+        self.test_batch_size = test_batch_size or batch_size
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
         self._loaders: dict[str, TensorLoader] = {}
         self._stats_on_device: dict = {}
@@ -116,8 +121,9 @@ class ImageDataModule(L.LightningDataModule):
             if self.mean == "auto":
                 train_images, _ = self._load_checked(train=True)
                 self.mean, self.std = self._auto_stats(train_images, self._split_rows(len(train_images))[0])
-        if self.trainer is not None and self.trainer.lightning_module is not None:
-            self._check_model_takes(self.trainer.lightning_module, next(iter(self.splits.values()))[0][:1])
+        model = getattr(self.trainer, "lightning_module", None)
+        if model is not None:
+            self._check_model_takes(model, next(iter(self.splits.values()))[0][:1])
         if self.hparams.device_resident and self.trainer is not None:
             device = self.trainer.strategy.root_device
             moved: dict[int, torch.Tensor] = {}  # train and val share one tensor: move it once
@@ -185,7 +191,7 @@ class ImageDataModule(L.LightningDataModule):
             self._loaders[split] = TensorLoader(
                 *(tensors or (images, labels)),
                 subset=rows,
-                batch_size=self.hparams.batch_size,
+                batch_size=self.hparams.batch_size if split == "train" else self.test_batch_size,
                 shuffle=shuffle,
                 seed=self.hparams.seed,
                 rank=trainer.global_rank if trainer else 0,

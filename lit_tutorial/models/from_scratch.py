@@ -85,17 +85,17 @@ class FromScratchRegressor(TutorialModule):
         return error.pow(2).sum()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
+        x, y = batch  # the tutorial's x and y, already moved to the weights' device by Lightning
         optimizer = self.optimizers()
         if self.hparams.backprop == "by_hand":
             loss = self._loss_and_hand_gradients(x, y)
         else:
             loss = (self(x) - y).pow(2).sum()
-            self.manual_backward(loss)
-        self.check_finite(loss, batch_idx)  # before the update, so the weights stay finite
-        optimizer.step()
-        optimizer.zero_grad()
-        self.log_train_loss(loss)
+            self.manual_backward(loss)  # the tutorial's loss.backward(), through Lightning's precision plugin
+        # Before the update, so the weights stay finite; the tutorial's print(n, loss.item()).
+        self.log_train_loss(self.check_finite(loss, batch_idx), batch_idx)
+        optimizer.step()  # HandSGD: w -= lr * w.grad, counted and checkpointed by Lightning
+        optimizer.zero_grad()  # the tutorial's w.grad.zero_()
         return loss.detach()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -1,9 +1,9 @@
-"""Builds the optimizer a config names, turning bad hyper-parameters into one clear sentence."""
+"""Builds the optimizer and scheduler a config names, turning bad hyper-parameters into one clear sentence."""
 
 from collections.abc import Iterable
 
 import torch
-from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from lit_tutorial.errors import UserError, require_positive
 
@@ -17,3 +17,13 @@ def build_optimizer(optimizer: OptimizerCallable, params: Iterable[torch.nn.Para
     for group in built.param_groups:
         require_positive("model.optimizer.lr", group["lr"])
     return built
+
+
+def build_scheduler(
+    scheduler: LRSchedulerCallable, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Call the config's learning-rate scheduler on ``optimizer``; what it rejects becomes one clear sentence."""
+    try:
+        return scheduler(optimizer)
+    except ValueError as error:  # torch's own checks, e.g. "Expected positive integer T_0, but got 0"
+        raise UserError(f"model.lr_scheduler: {error}; fix that value in the config.") from error

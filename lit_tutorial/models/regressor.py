@@ -26,10 +26,11 @@ class Regressor(TutorialModule):
         return self.net(x)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
+        x, y = batch  # the tutorial's x and y, already moved to the model's device by Lightning
         loss = self.loss_fn(self(x), y)
-        self.check_finite(loss, batch_idx)
-        self.log_train_loss(loss)
+        self.log_train_loss(self.check_finite(loss, batch_idx), batch_idx)  # the tutorial's print(n, loss.item())
+        # No zero_grad/backward/step: Lightning runs them on the returned loss, and with accumulate_grad_batches=8
+        # it backpropagates loss / 8 and steps every 8th batch (the tutorial's loss / 8 and its (n + 1) % 8 test).
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -1,0 +1,299 @@
+"""Regenerates docs/figures/: for each regression step, the Lightning run's loss curve over the tutorial loop's.
+
+    python docs/make_figures.py                          # the tutorial's 500 iterations, into docs/figures/
+    python docs/make_figures.py --iterations 50 --out /tmp/figures --steps step3_autograd,step8_control_flow
+
+Each step runs as ``python -m lit_tutorial fit --config configs/<step>.yaml`` would (built through the same CLI,
+seed 0, with a CSV logger), and its curve is read back from the run's ``metrics.csv``: what a learner sees in the
+logs. Then the tutorial's own loop for that step (written below, independent of ``lit_tutorial``) runs from the
+Lightning model's initial weights and the DataModule's x and y. One PNG per step (log-scale loss, both curves, the
+largest relative difference in the title, the relative difference per iteration below) and ``summary.json`` with
+the first and last losses and that difference.
+"""
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from unittest import mock
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from lit_tutorial.cli import make_cli  # noqa: E402
+
+
+# --- the tutorial's loops (jcjohnson/pytorch-examples, as in the Chinese tutorial; bugs fixed) ---------------------
+# Each takes the initial weights (``start``: the Lightning model's state_dict), x, y and the iteration count, and
+# returns the loss it prints at every iteration.
+def tutorial_step1(start, x, y, iterations):
+    x, y = x.double().numpy(), y.double().numpy()
+    w1, w2 = start["w1"].double().numpy().copy(), start["w2"].double().numpy().copy()
+    lr, losses = 1e-6, []
+    for n in range(iterations):  # noqa: B007 - the tutorial prints n with the loss
+        h = x.dot(w1)
+        h_relu = np.maximum(h, 0)
+        y_pred = h_relu.dot(w2)
+        loss = np.square(y_pred - y).sum()
+        losses.append(loss)  # print(n, loss)
+        grad_y_pred = 2 * (y_pred - y)
+        grad_w2 = h_relu.T.dot(grad_y_pred)
+        grad_h_relu = grad_y_pred.dot(w2.T)
+        grad_h = grad_h_relu.copy()
+        grad_h[h < 0] = 0
+        grad_w1 = x.T.dot(grad_h)
+        w1 -= lr * grad_w1
+        w2 -= lr * grad_w2
+    return losses
+
+
+def tutorial_step2(start, x, y, iterations):
+    w1, w2 = start["w1"].clone(), start["w2"].clone()
+    learning_rate, losses = 1e-6, []
+    for t in range(iterations):  # noqa: B007 - the tutorial prints t with the loss
+        h = x.mm(w1)
+        h_relu = h.clamp(min=0)
+        y_pred = h_relu.mm(w2)
+        loss = (y_pred - y).pow(2).sum().item()
+        losses.append(loss)  # print(t, loss)
+        grad_y_pred = 2.0 * (y_pred - y)
+        grad_w2 = h_relu.t().mm(grad_y_pred)
+        grad_h_relu = grad_y_pred.mm(w2.t())
+        grad_h = grad_h_relu.clone()
+        grad_h[h < 0] = 0
+        grad_w1 = x.t().mm(grad_h)
+        w1 -= learning_rate * grad_w1
+        w2 -= learning_rate * grad_w2
+    return losses
+
+
+class MyReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        grad_x = grad_output.clone()
+        grad_x[x < 0] = 0
+        return grad_x
+
+
+def _autograd_loop(start, x, y, iterations, relu):
+    w1, w2 = start["w1"].clone().requires_grad_(), start["w2"].clone().requires_grad_()
+    lr, losses = 1e-6, []
+    for n in range(iterations):  # noqa: B007 - the tutorial prints n with the loss
+        y_pred = relu(x.mm(w1)).mm(w2)
+        loss = (y_pred - y).pow(2).sum()
+        losses.append(loss.item())  # print(n, loss.item())
+        loss.backward()
+        with torch.no_grad():
+            w1 -= lr * w1.grad
+            w2 -= lr * w2.grad
+            w1.grad.zero_()
+            w2.grad.zero_()
+    return losses
+
+
+def tutorial_step3(start, x, y, iterations):
+    return _autograd_loop(start, x, y, iterations, lambda h: h.clamp(min=0))
+
+
+def tutorial_step4(start, x, y, iterations):
+    return _autograd_loop(start, x, y, iterations, MyReLU.apply)
+
+
+def _sequential(start):
+    model = nn.Sequential(nn.Linear(1000, 100), nn.ReLU(), nn.Linear(100, 10))
+    model.load_state_dict({k.removeprefix("net."): v for k, v in start.items()})
+    return model
+
+
+def tutorial_step5(start, x, y, iterations):
+    model, loss_fn, lr, losses = _sequential(start), nn.MSELoss(reduction="sum"), 1e-4, []
+    for n in range(iterations):  # noqa: B007 - the tutorial prints n with the loss
+        y_pred = model(x)
+        loss = loss_fn(y_pred, y)
+        losses.append(loss.item())  # print(n, loss.item())
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for param in model.parameters():
+                param -= lr * param.grad
+    return losses
+
+
+def tutorial_step5_1(start, x, y, iterations):
+    model, loss_fn, accumulation_steps, losses = _sequential(start), nn.MSELoss(reduction="sum"), 8, []
+    optimizer = torch.optim.Adam(model.parameters(), 0.01)
+    for n in range(iterations):  # noqa: B007 - the tutorial prints n with the loss
+        y_pred = model(x)
+        loss = loss_fn(y_pred, y)
+        losses.append(loss.item())  # print(n, loss.item())
+        loss = loss / accumulation_steps
+        loss.backward()
+        if ((n + 1) % accumulation_steps) == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    return losses
+
+
+def _optimizer_loop(model, optimizer, x, y, iterations, forward=None):
+    loss_fn, losses = nn.MSELoss(reduction="sum"), []
+    for n in range(iterations):  # noqa: B007 - the tutorial prints n with the loss
+        y_pred = model(x) if forward is None else forward(n)
+        loss = loss_fn(y_pred, y)
+        losses.append(loss.item())  # print(n, loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return losses
+
+
+def tutorial_step6(start, x, y, iterations):
+    model = _sequential(start)
+    return _optimizer_loop(model, torch.optim.Adam(model.parameters(), 1e-4), x, y, iterations)
+
+
+class TwoLayerNet(nn.Module):
+    def __init__(self, D_in, H, D_out):  # noqa: N803 - the tutorial's names
+        super().__init__()
+        self.linear1 = nn.Linear(D_in, H)
+        self.linear2 = nn.Linear(H, D_out)
+
+    def forward(self, x):
+        h_relu = self.linear1(x).clamp(min=0)
+        y_pred = self.linear2(h_relu)
+        return y_pred
+
+
+def tutorial_step7(start, x, y, iterations):
+    model = TwoLayerNet(1000, 100, 10)
+    model.load_state_dict({k.removeprefix("net."): v for k, v in start.items()})
+    return _optimizer_loop(model, torch.optim.SGD(model.parameters(), 1e-4), x, y, iterations)
+
+
+class DynamicNet(nn.Module):
+    """The tutorial's, with the depth passed in: its ``random.randint(0, 3)`` becomes the Lightning net's draws."""
+
+    def __init__(self, D_in, H, D_out):  # noqa: N803 - the tutorial's names
+        super().__init__()
+        self.input_linear = nn.Linear(D_in, H)
+        self.middle_linear = nn.Linear(H, H)
+        self.output_linear = nn.Linear(H, D_out)
+
+    def forward(self, x, depth):
+        h_relu = self.input_linear(x).clamp(min=0)
+        for _ in range(depth):
+            h_relu = self.middle_linear(h_relu).clamp(min=0)
+        y_pred = self.output_linear(h_relu)
+        return y_pred
+
+
+def tutorial_step8(start, x, y, iterations, depth_rng: torch.Generator):
+    model = DynamicNet(1000, 100, 10)
+    model.load_state_dict({k.removeprefix("net."): v for k, v in start.items() if not k.endswith("_extra_state")})
+    depths = [int(torch.randint(0, 4, (1,), generator=depth_rng)) for _ in range(iterations)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    return _optimizer_loop(model, optimizer, x, y, iterations, forward=lambda n: model(x, depths[n]))
+
+
+STEPS: dict[str, tuple[str, Callable]] = {
+    "step1_warmup": ("Step 1, numpy warm-up (float64)", tutorial_step1),
+    "step2_tensors": ("Step 2, tensors, hand backprop", tutorial_step2),
+    "step3_autograd": ("Step 3, autograd", tutorial_step3),
+    "step4_custom_function": ("Step 4, custom autograd Function", tutorial_step4),
+    "step5_nn": ("Step 5, nn", tutorial_step5),
+    "step5_1_accumulate": ("Step 5-1, gradient accumulation", tutorial_step5_1),
+    "step6_optim": ("Step 6, optim", tutorial_step6),
+    "step7_custom_module": ("Step 7, custom nn Module", tutorial_step7),
+    "step8_control_flow": ("Step 8, control flow", tutorial_step8),
+}
+
+
+# --- the Lightning side --------------------------------------------------------------------------------------------
+def lightning_run(config: str, iterations: int, root: Path):
+    """Fit ``config`` through the CLI with a CSV logger; return the logged losses, the initial weights and data."""
+    with mock.patch.object(sys, "argv", sys.argv[:1]):  # this script's own options are not the CLI's
+        cli = make_cli(["--config", str(REPO / "configs" / f"{config}.yaml"), f"--data.init_args.steps={iterations}",
+                        f"--trainer.default_root_dir={root}", "--trainer.logger=CSVLogger",
+                        f"--trainer.logger.save_dir={root}", "--trainer.enable_progress_bar=false",
+                        "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"], run=False)
+    start = {k: v.detach().clone() for k, v in cli.model.state_dict().items() if isinstance(v, torch.Tensor)}
+    depth_rng = getattr(getattr(cli.model, "net", None), "depth_rng", None)
+    extra = {"depth_rng": torch.Generator().set_state(depth_rng.get_state())} if depth_rng is not None else {}
+    cli.trainer.fit(cli.model, cli.datamodule)
+    (metrics,) = root.rglob("metrics.csv")
+    logged = {int(row["step"]): float(row["train_loss"]) for row in csv.DictReader(metrics.open()) if row["train_loss"]}
+    if sorted(logged) != list(range(iterations)):
+        raise RuntimeError(f"{config}: the log holds iterations {sorted(logged)[:5]}..., not 0..{iterations - 1}")
+    return [logged[n] for n in range(iterations)], start, cli.datamodule.x, cli.datamodule.y, extra
+
+
+def plot(title: str, lightning: np.ndarray, tutorial: np.ndarray, path: Path) -> float:
+    relative = np.abs(lightning - tutorial) / np.abs(tutorial)
+    worst = float(relative.max())
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    iterations = np.arange(len(lightning))
+    top.plot(iterations, tutorial, color="tab:orange", linewidth=4, alpha=0.6, label="the tutorial's loop")
+    top.plot(iterations, lightning, color="tab:blue", linewidth=1.2, linestyle="--", label="lit_tutorial (logged)")
+    top.set_yscale("log")
+    top.set_ylabel("loss")
+    top.legend()
+    top.set_title(f"{title}: lit_tutorial over the tutorial's loop\nmax relative difference {worst:.1e}", fontsize=11)
+    bottom.plot(iterations, relative, color="tab:gray", linewidth=1)
+    bottom.set_ylabel("rel. diff.")
+    bottom.set_xlabel("iteration")
+    bottom.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return worst
+
+
+def make_figures(out: Path, iterations: int, steps: list[str]) -> dict[str, dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    with tempfile.TemporaryDirectory() as runs:
+        for config in steps:
+            title, tutorial = STEPS[config]
+            lightning, start, x, y, extra = lightning_run(config, iterations, Path(runs) / config)
+            expected = tutorial(start, x, y, iterations, **extra)
+            worst = plot(title, np.array(lightning), np.array(expected, dtype=np.float64), out / f"{config}.png")
+            summary[config] = {"first": lightning[0], "last": lightning[-1], "tutorial_last": float(expected[-1]),
+                               "max_relative_difference": worst, "iterations": iterations}
+            print(f"{config:<22} {lightning[0]:12.4g} -> {lightning[-1]:10.3g}   tutorial -> {expected[-1]:10.3g}"
+                  f"   max relative difference {worst:.1e}", flush=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=500, help="iterations per step (the tutorial's 500)")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "figures", help="where the PNGs go")
+    parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated configs (default: all nine)")
+    args = parser.parse_args(argv)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    steps = args.steps.split(",")
+    if unknown := [s for s in steps if s not in STEPS]:
+        parser.error(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(STEPS)}")
+    return make_figures(args.out, args.iterations, steps)
+
+
+if __name__ == "__main__":
+    main()

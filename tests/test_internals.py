@@ -1,0 +1,42 @@
+"""What ``lit_tutorial/internals.py`` relies on in Lightning: each test fails by name when Lightning changes it."""
+
+import lightning as L
+import torch
+
+from lit_tutorial.data import RandomTensorDataModule
+from lit_tutorial.internals import HOOK_NAME_ATTRIBUTE
+from lit_tutorial.models import Regressor
+from lit_tutorial.nets import TwoLayerNet
+
+
+class HookNames(Regressor):
+    """Records the hook-name attribute as seen from inside two hooks."""
+
+    seen: list
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(getattr(self, HOOK_NAME_ATTRIBUTE, "<unset>"))
+        return super().training_step(batch, batch_idx)
+
+    def on_train_epoch_end(self) -> None:
+        self.seen.append(getattr(self, HOOK_NAME_ATTRIBUTE, "<unset>"))
+
+
+def test_lightning_still_names_the_running_hook_in_current_fx_name(tmp_path):
+    """FastHookNameMixin speeds up assignments of this attribute; if this fails, Lightning no longer sets it."""
+    model = HookNames(TwoLayerNet(), optimizer=lambda p: torch.optim.SGD(p, lr=1e-4))
+    model.seen = []
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, RandomTensorDataModule(steps=2))
+    assert model.seen == ["training_step", "training_step", "on_train_epoch_end"]
+    # The short path stores it as a plain attribute, never as a parameter, buffer or submodule.
+    assert HOOK_NAME_ATTRIBUTE in vars(model) and HOOK_NAME_ATTRIBUTE not in dict(model.named_modules())
+
+
+def test_other_values_and_attributes_take_the_module_path():
+    model = Regressor(TwoLayerNet())
+    model.extra = torch.nn.Linear(2, 2)
+    assert "extra" in dict(model.named_modules())
+    setattr(model, HOOK_NAME_ATTRIBUTE, torch.nn.Linear(2, 2))  # not a str: nn.Module registers it as usual
+    assert HOOK_NAME_ATTRIBUTE in dict(model.named_modules())
