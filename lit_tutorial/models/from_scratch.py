@@ -32,10 +32,17 @@ class HandSGD(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr})
 
     @torch.no_grad()
-    def step(self, closure=None) -> None:
+    def step(self, closure=None) -> torch.Tensor | None:
+        # As torch.optim's optimizers do: Lightning runs the ``on_before_optimizer_step`` hooks (gradient norms,
+        # clipping callbacks) inside the closure it passes, so skipping it would silently skip them.
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             for w in group["params"]:
                 w -= group["lr"] * w.grad
+        return loss
 
 
 class FromScratchRegressor(TutorialModule):
