@@ -1,37 +1,46 @@
-"""Steps 1-8: each Lightning run reproduces the tutorial's own loop, iteration by iteration.
+"""Steps 1-8: each shipped config reproduces the tutorial's own loop, iteration by iteration.
 
-Every reference below is the tutorial's code (bugs fixed) started from the Lightning model's initial weights and
-the DataModule's tensors, so any difference is Lightning's doing.
+The Lightning side is built from the step's YAML in ``configs/`` (shortened to ``STEPS`` iterations); the reference
+is the tutorial's code (bugs fixed) with the tutorial's net, sizes and hyper-parameters written out here, started
+from the Lightning model's initial weights and the DataModule's tensors. A changed learning rate, momentum,
+optimizer, accumulation or net in a config, or a difference in Lightning's loop, changes the curve.
 """
 
-import copy
-
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
-from conftest import assert_curves_equal, fit_and_record
-from lit_tutorial.data import RandomTensorDataModule
-from lit_tutorial.models import FromScratchRegressor, Regressor
-from lit_tutorial.nets import DynamicNet, TwoLayerNet, two_layer_sequential
+from conftest import CONFIGS, LossRecorder, assert_curves_equal, quiet_trainer_args
+from lit_tutorial.cli import make_cli
 
 STEPS = 64  # divisible by 8, so step 5-1's accumulation windows are all full
+N, D_IN, H, D_OUT = 64, 1000, 100, 10  # the tutorial's sizes
 
 
-def data(seed: int = 3) -> RandomTensorDataModule:
-    return RandomTensorDataModule(steps=STEPS, seed=seed)
+def shipped(step: str, tmp_path):
+    """The shipped config of ``step``, built by the CLI, with ``STEPS`` iterations on the CPU."""
+    return make_cli(["--config", str(CONFIGS / f"{step}.yaml"), f"--data.init_args.steps={STEPS}",
+                     "--trainer.accelerator=cpu", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
+                     *quiet_trainer_args(tmp_path)], run=False)
+
+
+def fit(cli) -> list[float]:
+    recorder = LossRecorder()
+    cli.trainer.callbacks.append(recorder)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return recorder.losses
 
 
 def test_step1_by_hand_float64_equals_numpy_loop(tmp_path):
-    torch.manual_seed(1)
-    model, dm = FromScratchRegressor(backprop="by_hand"), data()
-    w1, w2 = model.w1.detach().double().numpy().copy(), model.w2.detach().double().numpy().copy()
-    x, y = dm.x.double().numpy(), dm.y.double().numpy()
+    cli = shipped("step1_warmup", tmp_path)
+    assert cli.model.hparams.backprop == "by_hand"  # gradients written out, as numpy has no autograd
+    w1, w2 = (w.detach().double().numpy().copy() for w in (cli.model.w1, cli.model.w2))
+    x, y = cli.datamodule.x.double().numpy(), cli.datamodule.y.double().numpy()
+    assert x.shape == (N, D_IN) and y.shape == (N, D_OUT) and w1.shape == (D_IN, H) and w2.shape == (H, D_OUT)
 
-    losses = fit_and_record(model, dm, tmp_path, precision="64-true")
+    losses = fit(cli)
     # Converted to float64 once for the whole fit, not copied on every batch by the precision plugin.
-    assert [t.dtype for t in dm.train_dataloader().tensors] == [torch.float64, torch.float64]
+    assert [t.dtype for t in cli.datamodule.train_dataloader().tensors] == [torch.float64, torch.float64]
 
     expected, lr = [], 1e-6
     for _ in range(STEPS):
@@ -49,10 +58,26 @@ def test_step1_by_hand_float64_equals_numpy_loop(tmp_path):
     assert_curves_equal(losses, expected, rtol=1e-10)
 
 
-def _autograd_reference(w1, w2, x, y, relu, lr=1e-6):
-    """Steps 3 and 4: autograd, the hand update and grad.zero_()."""
-    w1, w2 = w1.clone().requires_grad_(), w2.clone().requires_grad_()
-    losses = []
+class TutorialReLU(torch.autograd.Function):
+    """Step 4's MyReLU as the tutorial writes it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        grad_x = grad_output.clone()
+        grad_x[x < 0] = 0
+        return grad_x
+
+
+def _autograd_loop(cli, relu) -> list[float]:
+    """Steps 2-4's loop: autograd, the hand update with lr 1e-6 and grad.zero_()."""
+    w1, w2 = (w.detach().clone().requires_grad_() for w in (cli.model.w1, cli.model.w2))
+    x, y, lr, losses = cli.datamodule.x, cli.datamodule.y, 1e-6, []
     for _ in range(STEPS):
         loss = (relu(x.mm(w1)).mm(w2) - y).pow(2).sum()
         losses.append(loss.item())
@@ -66,42 +91,80 @@ def _autograd_reference(w1, w2, x, y, relu, lr=1e-6):
 
 
 def test_step2_tensors_equals_autograd_loop(tmp_path):
-    torch.manual_seed(2)
-    model, dm = FromScratchRegressor(backprop="by_hand"), data()
-    expected = _autograd_reference(model.w1.detach(), model.w2.detach(), dm.x, dm.y, lambda t: t.clamp(min=0))
-    assert_curves_equal(fit_and_record(model, dm, tmp_path), expected, rtol=1e-5)
+    """Step 2's hand-written backward in float32 follows the same curve as autograd, to float32 rounding."""
+    cli = shipped("step2_tensors", tmp_path)
+    assert cli.model.hparams.backprop == "by_hand"  # the same curve as autograd, but computed as step 1 does
+    expected = _autograd_loop(cli, lambda t: t.clamp(min=0))
+    assert_curves_equal(fit(cli), expected, rtol=1e-5)
 
 
 def test_step3_autograd_equals_hand_loop(tmp_path):
-    torch.manual_seed(3)
-    model, dm = FromScratchRegressor(backprop="autograd"), data()
-    expected = _autograd_reference(model.w1.detach(), model.w2.detach(), dm.x, dm.y, lambda t: t.clamp(min=0))
-    assert_curves_equal(fit_and_record(model, dm, tmp_path), expected, rtol=1e-6)
+    cli = shipped("step3_autograd", tmp_path)
+    assert cli.model.hparams.backprop == "autograd"  # MyReLU would give the same curve: the step is autograd
+    expected = _autograd_loop(cli, lambda t: t.clamp(min=0))
+    assert_curves_equal(fit(cli), expected, rtol=1e-6)
 
 
 def test_step4_my_relu_equals_hand_loop(tmp_path):
-    class TutorialReLU(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x.clamp(min=0)
-
-        @staticmethod
-        def backward(ctx, grad_output):
-            (x,) = ctx.saved_tensors
-            grad_x = grad_output.clone()
-            grad_x[x < 0] = 0
-            return grad_x
-
-    torch.manual_seed(4)
-    model, dm = FromScratchRegressor(backprop="my_relu"), data()
-    expected = _autograd_reference(model.w1.detach(), model.w2.detach(), dm.x, dm.y, TutorialReLU.apply)
-    assert_curves_equal(fit_and_record(model, dm, tmp_path), expected, rtol=1e-6)
+    cli = shipped("step4_custom_function", tmp_path)
+    assert cli.model.hparams.backprop == "my_relu"  # plain autograd would give the same curve
+    expected = _autograd_loop(cli, TutorialReLU.apply)
+    assert_curves_equal(fit(cli), expected, rtol=1e-6)
 
 
-def _optimizer_reference(net, x, y, make_optimizer, accumulation_steps=1, depths=None):
+def tutorial_sequential() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(D_IN, H), nn.ReLU(), nn.Linear(H, D_OUT))
+
+
+class TutorialTwoLayerNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear1 = nn.Linear(D_IN, H)
+        self.linear2 = nn.Linear(H, D_OUT)
+
+    def forward(self, x):
+        return self.linear2(self.linear1(x).clamp(min=0))
+
+
+class TutorialDynamicNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.input_linear = nn.Linear(D_IN, H)
+        self.middle_linear = nn.Linear(H, H)
+        self.output_linear = nn.Linear(H, D_OUT)
+
+    def forward(self, x, depth):
+        h_relu = self.input_linear(x).clamp(min=0)
+        for _ in range(depth):
+            h_relu = self.middle_linear(h_relu).clamp(min=0)
+        return self.output_linear(h_relu)
+
+
+def _with_weights_of(reference: nn.Module, cli) -> nn.Module:
+    """The tutorial's net with the Lightning model's initial weights; any layer of another shape fails here."""
+    loaded = reference.load_state_dict(cli.model.net.state_dict(), strict=False)
+    assert not loaded.missing_keys and set(loaded.unexpected_keys) <= {"_extra_state"}  # DynamicNet's generator
+    return reference
+
+
+def test_step5_nn_equals_hand_update_loop(tmp_path):
+    cli = shipped("step5_nn", tmp_path)
+    net, x, y = _with_weights_of(tutorial_sequential(), cli), cli.datamodule.x, cli.datamodule.y
+    loss_fn, lr, expected = nn.MSELoss(reduction="sum"), 1e-4, []
+    for _ in range(STEPS):
+        loss = loss_fn(net(x), y)
+        expected.append(loss.item())
+        net.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for param in net.parameters():
+                param -= lr * param.grad
+    assert_curves_equal(fit(cli), expected, rtol=1e-6)
+
+
+def _optimizer_loop(net, cli, make_optimizer, accumulation_steps=1, depths=None) -> list[float]:
     """Steps 5-1 to 8: the tutorial's optimizer loop, with its loss/8 + step-every-8 when accumulating."""
-    loss_fn = nn.MSELoss(reduction="sum")
+    x, y, loss_fn = cli.datamodule.x, cli.datamodule.y, nn.MSELoss(reduction="sum")
     optimizer = make_optimizer(net.parameters())
     losses = []
     for n in range(STEPS):
@@ -115,66 +178,41 @@ def _optimizer_reference(net, x, y, make_optimizer, accumulation_steps=1, depths
     return losses
 
 
-def test_step5_nn_equals_hand_update_loop(tmp_path):
-    torch.manual_seed(5)
-    model, dm = Regressor(two_layer_sequential(), optimizer=lambda p: torch.optim.SGD(p, lr=1e-4)), data()
-    net = copy.deepcopy(model.net)
-    loss_fn, expected = nn.MSELoss(reduction="sum"), []
-    for _ in range(STEPS):
-        loss = loss_fn(net(dm.x), dm.y)
-        expected.append(loss.item())
-        net.zero_grad()
-        loss.backward()
-        with torch.no_grad():
-            for param in net.parameters():
-                param -= 1e-4 * param.grad
-    assert_curves_equal(fit_and_record(model, dm, tmp_path), expected, rtol=1e-6)
-
-
-@pytest.mark.parametrize(
-    ("make_net", "make_optimizer", "accumulation"),
-    [
-        pytest.param(two_layer_sequential, lambda p: torch.optim.Adam(p, lr=0.01), 8, id="step5_1_accumulate"),
-        pytest.param(two_layer_sequential, lambda p: torch.optim.Adam(p, lr=1e-4), 1, id="step6_optim"),
-        pytest.param(TwoLayerNet, lambda p: torch.optim.SGD(p, lr=1e-4), 1, id="step7_custom_module"),
-    ],
-)
-def test_optimizer_steps_equal_hand_loop(make_net, make_optimizer, accumulation, tmp_path):
-    """Step 5-1 also shows that the Trainer's accumulate_grad_batches equals the tutorial's loss/8 + step every 8."""
-    torch.manual_seed(6)
-    model, dm = Regressor(make_net(), optimizer=make_optimizer), data()
-    expected = _optimizer_reference(copy.deepcopy(model.net), dm.x, dm.y, make_optimizer, accumulation)
-    losses = fit_and_record(model, dm, tmp_path, accumulate_grad_batches=accumulation)
+def test_step5_1_accumulation_equals_loss_over_8_and_step_every_8(tmp_path):
+    """The Trainer's accumulate_grad_batches equals the tutorial's Adam 0.01, loss/8 and a step every 8."""
+    cli = shipped("step5_1_accumulate", tmp_path)
+    expected = _optimizer_loop(_with_weights_of(tutorial_sequential(), cli), cli,
+                               lambda p: torch.optim.Adam(p, lr=0.01), accumulation_steps=8)
+    losses = fit(cli)
     assert_curves_equal(losses, expected, rtol=1e-6)
-    # The weights change only at the end of each accumulation window.
-    window = losses[:accumulation]
-    assert window == [window[0]] * accumulation and losses[accumulation] != losses[accumulation - 1]
+    # The weights change only at the end of each window of 8.
+    assert losses[:8] == [losses[0]] * 8 and losses[8] != losses[7]
+
+
+def test_step6_adam_equals_hand_loop(tmp_path):
+    cli = shipped("step6_optim", tmp_path)
+    expected = _optimizer_loop(_with_weights_of(tutorial_sequential(), cli), cli,
+                               lambda p: torch.optim.Adam(p, lr=1e-4))
+    assert_curves_equal(fit(cli), expected, rtol=1e-6)
+
+
+def test_step7_custom_module_equals_hand_loop(tmp_path):
+    cli = shipped("step7_custom_module", tmp_path)
+    expected = _optimizer_loop(_with_weights_of(TutorialTwoLayerNet(), cli), cli,
+                               lambda p: torch.optim.SGD(p, lr=1e-4))
+    assert_curves_equal(fit(cli), expected, rtol=1e-6)
 
 
 def test_step8_dynamic_net_equals_hand_loop_given_same_depths(tmp_path):
-    class TutorialDynamicNet(nn.Module):
-        def __init__(self, d_in, h, d_out):
-            super().__init__()
-            self.input_linear = nn.Linear(d_in, h)
-            self.middle_linear = nn.Linear(h, h)
-            self.output_linear = nn.Linear(h, d_out)
-
-        def forward(self, x, depth):
-            h_relu = self.input_linear(x).clamp(min=0)
-            for _ in range(depth):
-                h_relu = self.middle_linear(h_relu).clamp(min=0)
-            return self.output_linear(h_relu)
-
-    torch.manual_seed(8)
-    sgd = lambda p: torch.optim.SGD(p, lr=1e-4, momentum=0.9)  # noqa: E731
-    model, dm = Regressor(DynamicNet(seed=11), optimizer=sgd), data()
-    reference = TutorialDynamicNet(1000, 100, 10)
-    reference.load_state_dict(model.net.state_dict(), strict=False)
-    draws = torch.Generator().manual_seed(11)
+    cli = shipped("step8_control_flow", tmp_path)
+    # The tutorial's random.randint(0, 3) per pass, drawn from a copy of the net's own generator.
+    draws = torch.Generator()
+    draws.set_state(cli.model.net.depth_rng.get_state())
     depths = [int(torch.randint(0, 4, (1,), generator=draws)) for _ in range(STEPS)]
     assert set(depths) == {0, 1, 2, 3}
-    expected = _optimizer_reference(reference, dm.x, dm.y, sgd, depths=depths)
-    assert_curves_equal(fit_and_record(model, dm, tmp_path), expected, rtol=1e-6)
+    expected = _optimizer_loop(_with_weights_of(TutorialDynamicNet(), cli), cli,
+                               lambda p: torch.optim.SGD(p, lr=1e-4, momentum=0.9), depths=depths)
+    assert_curves_equal(fit(cli), expected, rtol=1e-6)
 
 
 def test_my_relu_passes_gradcheck():
