@@ -170,11 +170,14 @@ def test_regression_data_comes_from_its_own_seed():
     assert first.x.shape == (64, 1000) and first.y.shape == (64, 10)  # the tutorial's N, D_in, D_out
 
 
-def test_an_empty_batch_is_one_sentence(tmp_path, capsys):
+@pytest.mark.parametrize("arg, message", [
+    ("--data.init_args.batch_size=0", "data.batch_size must be > 0, got 0"),
+    ("--data.init_args.mean=[0.5,0.5,0.5]", "data.mean and data.std go together"),  # std alone: test_bad_input.py
+])
+def test_an_empty_batch_or_a_mean_without_std_is_one_sentence(arg, message, tmp_path, capsys):
     code, err = run_cli(["fit", "--config", str(CONFIGS / "step9_cifar10.yaml"), "--data.init_args.download=false",
-                         f"--data.init_args.data_dir={tmp_path}", "--data.init_args.batch_size=0",
-                         *quiet_trainer_args(tmp_path / "run")], capsys)
-    assert code == 2 and "data.batch_size must be > 0, got 0" in _error_line(err)
+                         f"--data.init_args.data_dir={tmp_path}", arg, *quiet_trainer_args(tmp_path / "run")], capsys)
+    assert code == 2 and message in _error_line(err)
 
 
 # --- the test report: counts by hand on an imbalanced test set -------------------------------------------------
