@@ -82,7 +82,9 @@ class LitTutorialCLI(LightningCLI):
     """LightningCLI that links class names, checks the accelerator, and guards the run folder and checkpoints."""
 
     def __init__(self, *args, created: list[Path] | None = None, **kwargs) -> None:
-        self.created = created if created is not None else []  # folders this command made, for main() to undo
+        # Folders this command made, for main() to remove if it fails before training starts (then they hold only
+        # what a failed start wrote); once a training batch has run, its logs and checkpoints are the user's.
+        self.created = created if created is not None else []
         self.started = time.time()
         super().__init__(*args, **kwargs)
 
@@ -180,6 +182,7 @@ class LitTutorialCLI(LightningCLI):
                 callback.dirpath = os.path.realpath(checkpoint_dir(root))  # beside last.ckpt, where ``best`` looks
         if trainer.get("enable_checkpointing") is not False:
             callbacks.append(ResumeCheckpoint(settings=self.settings))
+        callbacks.append(_KeepFoldersOnceTraining(self.created))
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(TidyProgressBar(refresh_rate=10))
         plugins = trainer.get("plugins") or []
@@ -264,6 +267,14 @@ def _require_step(subcommand: str, class_path: str) -> None:
             f"{name} has no {step} (the regression steps 1-8 only train), so there is nothing to "
             f"{subcommand}: run fit with this config, or {subcommand} an image config (step9_*, step10_*)."
         )
+
+
+class _KeepFoldersOnceTraining(L.Callback):
+    def __init__(self, created: list[Path]) -> None:
+        self.created = created
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.created.clear()
 
 
 def run_settings(config: Namespace) -> dict:
@@ -396,7 +407,7 @@ def make_cli(args: list[str] | None = None, run: bool = True, created: list[Path
 
 def main(args: list[str] | None = None) -> None:
     """Run ``fit``/``validate``/``test``/``predict``; a user error ends as one sentence on stderr and exit code 2,
-    and the folders the command had made are removed again unless they hold a checkpoint."""
+    and the folders the command made are removed again if it failed before training started."""
     created: list[Path] = []
     try:
         _check_config_files(sys.argv[1:] if args is None else args)
@@ -409,8 +420,7 @@ def main(args: list[str] | None = None) -> None:
         user_error = _missing_package_in(error) or _user_error_in(error)
         if user_error is not None and _is_launching_process():
             for folder in reversed(created):
-                if folder.is_dir() and not any(folder.rglob("*.ckpt")):
-                    shutil.rmtree(folder, ignore_errors=True)
+                shutil.rmtree(folder, ignore_errors=True)
         if user_error is None:
             raise
         _exit_with(str(user_error))
