@@ -25,18 +25,26 @@ FAMILIES = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
-def family(request, tiny_vision_root, tmp_path_factory):
-    """The family's flags and the final weights of its uninterrupted run."""
-    args, steps_per_epoch = FAMILIES[request.param]
-    if request.param != "regression":  # 32 training images at batch 4
-        args = [*args, f"--data.init_args.data_dir={tiny_vision_root}", "--data.init_args.download=false",
+def _family_args(name: str, data_dir: Path) -> tuple[list[str], int]:
+    args, steps_per_epoch = FAMILIES[name]
+    if name != "regression":  # 32 training images at batch 4
+        args = [*args, f"--data.init_args.data_dir={data_dir}", "--data.init_args.download=false",
                 "--data.init_args.val_size=8", "--data.init_args.batch_size=4"]
+    return args, steps_per_epoch
+
+
+@pytest.fixture(scope="module")
+def references(tiny_vision_root, tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
+    """Each family's final weights after an uninterrupted run of two epochs."""
+    weights = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("torchvision.datasets.cifar.check_integrity", lambda *a, **k: True)
-        straight = tmp_path_factory.mktemp(f"{request.param}_straight")
-        assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *quiet_trainer_args(straight)])[0] == 0
-    return request.param, args, steps_per_epoch, _weights(straight)
+        for name in FAMILIES:
+            straight = tmp_path_factory.mktemp(f"{name}_straight")
+            args, _ = _family_args(name, tiny_vision_root)
+            assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *quiet_trainer_args(straight)])[0] == 0
+            weights[name] = _weights(straight)
+    return weights
 
 
 def _weights(root: Path) -> dict[str, torch.Tensor]:
@@ -56,7 +64,7 @@ def _saved_step(root: Path) -> int:
     return torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
 
 
-def _subprocess(*commands: list[str]) -> subprocess.CompletedProcess:
+def _subprocess(*commands: list[str]) -> subprocess.Popen:
     """Run CLI commands one after another in one fresh Python process, tests/ on its path for InterruptAt and the
     hand-made CIFAR10 files trusted as in ``trust_cifar_files`` (they cannot pass torchvision's md5 check)."""
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -64,12 +72,13 @@ def _subprocess(*commands: list[str]) -> subprocess.CompletedProcess:
             "torchvision.datasets.cifar.check_integrity = lambda *a, **k: True\n"
             "from lit_tutorial.cli import main\n"
             "for args in json.loads(sys.argv[1]):\n    main(args)\n")
-    return subprocess.run([sys.executable, "-c", code, json.dumps(list(commands))], capture_output=True, text=True,
-                          timeout=300, cwd=REPO, env=env)
+    return subprocess.Popen([sys.executable, "-c", code, json.dumps(list(commands))], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
 
 
-def test_ctrl_c_mid_epoch_then_resume(family, tmp_path, trust_cifar_files):
-    name, args, steps, expected = family
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_ctrl_c_mid_epoch_then_resume(name, references, tiny_vision_root, tmp_path, trust_cifar_files):
+    args, steps = _family_args(name, tiny_vision_root)
     step = steps + steps // 2 + 1  # in the second epoch, away from its ends
     crashed = tmp_path / "crashed"
     interrupt = ["--trainer.callbacks+=conftest.InterruptAt", f"--trainer.callbacks.step={step}"]
@@ -77,27 +86,37 @@ def test_ctrl_c_mid_epoch_then_resume(family, tmp_path, trust_cifar_files):
     assert _saved_step(crashed) == step  # written on the way out, mid-epoch
     assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", "--ckpt_path", "last",
                     *quiet_trainer_args(crashed)])[0] == 0
-    _assert_same_weights(crashed, expected)
+    _assert_same_weights(crashed, references[name])
 
 
-def test_sigkill_and_extension_resume_in_fresh_processes(family, tmp_path, trust_cifar_files):
-    """Killed at a random step of the second epoch (nothing written on the way out), the run resumes from the
-    epoch-end checkpoint; a run finished at max_epochs=1 is extended to 2. Both resumes in a new process."""
-    name, args, steps, expected = family
-    killed, extended = tmp_path / "killed", tmp_path / "extended"
-    step = steps + random.Random(name).randrange(1, steps)
-    kill = ["--trainer.callbacks+=conftest.InterruptAt", f"--trainer.callbacks.step={step}",
-            "--trainer.callbacks.how=sigkill"]
-    result = _subprocess(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *kill, *quiet_trainer_args(killed)])
-    assert result.returncode == -9, result.stderr[-2000:]
-    assert _saved_step(killed) == steps  # the epoch-end save, not the kill's step
+def test_sigkill_and_extension_resume_in_fresh_processes(references, tiny_vision_root, tmp_path, trust_cifar_files):
+    """Killed at a random step of the second epoch (nothing written on the way out), each family resumes from its
+    epoch-end checkpoint; a run finished at max_epochs=1 is extended to 2. Every resume runs in a new process (one
+    for all of them), and the killed runs' locks are gone with their processes."""
+    killed, resumes = {}, []
+    for name in FAMILIES:  # the runs to kill, all at once
+        args, steps = _family_args(name, tiny_vision_root)
+        kill = ["--trainer.callbacks+=conftest.InterruptAt",
+                f"--trainer.callbacks.step={steps + random.Random(name).randrange(1, steps)}",
+                "--trainer.callbacks.how=sigkill"]
+        root = tmp_path / f"{name}_killed"
+        killed[name] = _subprocess(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *kill, *quiet_trainer_args(root)])
+    for name in FAMILIES:  # meanwhile, the runs to extend
+        args, _ = _family_args(name, tiny_vision_root)
+        assert run_cli(["fit", *args, "--trainer.max_epochs=1", *quiet_trainer_args(tmp_path / f"{name}_ext")])[0] == 0
+        resumes += [["fit", *args, f"--trainer.max_epochs={EPOCHS}", "--ckpt_path", "last",
+                     *quiet_trainer_args(tmp_path / f"{name}_{how}")] for how in ("ext", "killed")]
+    for name, process in killed.items():
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == -9, err[-2000:]
+        assert _saved_step(tmp_path / f"{name}_killed") == FAMILIES[name][1]  # the epoch-end save, not the kill's
     # A save killed half-way leaves its temporary file: the next fit into that folder clears it.
-    (killed / "checkpoints" / "last.ckpt.4242.tmp").write_bytes(b"PK\x03\x04 half")
+    (tmp_path / "cifar10_killed" / "checkpoints" / "last.ckpt.4242.tmp").write_bytes(b"PK\x03\x04 half")
 
-    assert run_cli(["fit", *args, "--trainer.max_epochs=1", *quiet_trainer_args(extended)])[0] == 0
-    resumed = _subprocess(*(["fit", *args, f"--trainer.max_epochs={EPOCHS}", "--ckpt_path", "last",
-                             *quiet_trainer_args(root)] for root in (extended, killed)))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    _assert_same_weights(extended, expected)
-    _assert_same_weights(killed, expected)
-    assert not list((killed / "checkpoints").glob("*.tmp"))
+    resumed = _subprocess(*resumes)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    for name in FAMILIES:
+        for how in ("ext", "killed"):
+            _assert_same_weights(tmp_path / f"{name}_{how}", references[name])
+    assert not list((tmp_path / "cifar10_killed" / "checkpoints").glob("*.tmp"))

@@ -2,9 +2,6 @@
 weights and match the checkpoint's settings, ``last``/``best`` resolve, every written file is named at the end."""
 
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -66,23 +63,6 @@ def test_a_fresh_fit_into_a_used_folder_is_refused_and_leaves_it_as_it_was(tmp_p
 def test_fast_dev_run_writes_no_checkpoint(tmp_path):
     assert run_cli(["fit", *DIGITS, "--trainer.fast_dev_run=true", *quiet_trainer_args(tmp_path)])[0] == 0
     assert not list(tmp_path.rglob("*.ckpt"))
-
-
-def test_a_second_concurrent_fit_is_refused_and_a_killed_one_leaves_no_lock(tmp_path, capsys):
-    long_run = ["fit", "--config", str(CONFIGS / "step8_control_flow.yaml"), "--data.init_args.steps=100000"]
-    first = subprocess.Popen([sys.executable, "-m", "lit_tutorial", *long_run, *quiet_trainer_args(tmp_path)],
-                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)  # the first periodic save shows it trains
-        code, err = run_cli([*long_run, "--ckpt_path", "last", *quiet_trainer_args(tmp_path)], capsys)
-        assert code == 2 and "another fit is writing into" in _error_line(err)
-    finally:
-        first.kill()
-        first.wait()
-    short = ["fit", "--config", str(CONFIGS / "step8_control_flow.yaml"), "--data.init_args.steps=10"]
-    assert run_cli([*short, "--overwrite=true", *quiet_trainer_args(tmp_path)])[0] == 0
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
