@@ -13,6 +13,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
@@ -81,10 +82,8 @@ class ShortErrorParser(LightningArgumentParser):
 class LitTutorialCLI(LightningCLI):
     """LightningCLI that links class names, checks the accelerator, and guards the run folder and checkpoints."""
 
-    def __init__(self, *args, created: list[Path] | None = None, **kwargs) -> None:
-        # Folders this command made, for main() to remove if it fails before training starts (then they hold only
-        # what a failed start wrote); once a training batch has run, its logs and checkpoints are the user's.
-        self.created = created if created is not None else []
+    def __init__(self, *args, record: "RunRecord | None" = None, **kwargs) -> None:
+        self.record = record if record is not None else RunRecord()
         self.started = time.time()
         super().__init__(*args, **kwargs)
 
@@ -151,7 +150,7 @@ class LitTutorialCLI(LightningCLI):
         elif _is_launching_process():  # each evaluation its own folder: another's outputs are never replaced
             out = _first_free(out)
         self.settings, self.out = settings, out
-        self.created += [d for d in (root, out) if not d.exists()]
+        self.record.folders += [d for d in (root, out) if not d.exists()]
         try:  # made now, so a folder that cannot be written is reported before anything runs
             out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -182,7 +181,6 @@ class LitTutorialCLI(LightningCLI):
                 callback.dirpath = os.path.realpath(checkpoint_dir(root))  # beside last.ckpt, where ``best`` looks
         if trainer.get("enable_checkpointing") is not False:
             callbacks.append(ResumeCheckpoint(settings=self.settings))
-        callbacks.append(_KeepFoldersOnceTraining(self.created))
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(TidyProgressBar(refresh_rate=10))
         plugins = trainer.get("plugins") or []
@@ -193,7 +191,9 @@ class LitTutorialCLI(LightningCLI):
         if logger is None or logger is True:
             logger = TensorBoardLogger(save_dir=self.out.parent, name="", version=self.out.name,
                                        default_hp_metric=False)
-        return super().instantiate_trainer(callbacks=callbacks, plugins=plugins, logger=logger, **kwargs)
+        trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, logger=logger, **kwargs)
+        self.record.trainer = trainer
+        return trainer
 
     def after_fit(self) -> None:
         self._print_written(checkpoint_dir(self.trainer.default_root_dir), self.out)
@@ -267,14 +267,6 @@ def _require_step(subcommand: str, class_path: str) -> None:
             f"{name} has no {step} (the regression steps 1-8 only train), so there is nothing to "
             f"{subcommand}: run fit with this config, or {subcommand} an image config (step9_*, step10_*)."
         )
-
-
-class _KeepFoldersOnceTraining(L.Callback):
-    def __init__(self, created: list[Path]) -> None:
-        self.created = created
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.created.clear()
 
 
 def run_settings(config: Namespace) -> dict:
@@ -387,7 +379,21 @@ def _check_config_files(args: list[str]) -> None:
             raise UserError(f"config file {path} holds no settings; pass one of the step configs in configs/.")
 
 
-def make_cli(args: list[str] | None = None, run: bool = True, created: list[Path] | None = None) -> LightningCLI:
+@dataclass
+class RunRecord:
+    """What a command made, for :func:`main` to undo if it fails before any weight was trained: then its new
+    folders hold only what a failed start wrote; once an optimizer step has run, its logs are the user's."""
+
+    folders: list[Path] = field(default_factory=list)
+    trainer: L.Trainer | None = None
+
+    def undo(self) -> None:
+        if self.trainer is None or self.trainer.global_step == 0:
+            for folder in reversed(self.folders):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def make_cli(args: list[str] | None = None, run: bool = True, record: RunRecord | None = None) -> LightningCLI:
     """The project's LightningCLI; with ``run=False`` it only builds the model, data and trainer."""
     return LitTutorialCLI(
         L.LightningModule,
@@ -401,17 +407,17 @@ def make_cli(args: list[str] | None = None, run: bool = True, created: list[Path
         parser_class=ShortErrorParser,
         args=args,
         run=run,
-        created=created,
+        record=record,
     )
 
 
 def main(args: list[str] | None = None) -> None:
     """Run ``fit``/``validate``/``test``/``predict``; a user error ends as one sentence on stderr and exit code 2,
-    and the folders the command made are removed again if it failed before training started."""
-    created: list[Path] = []
+    and the folders the command made are removed again if it failed before any optimizer step."""
+    record = RunRecord()
     try:
         _check_config_files(sys.argv[1:] if args is None else args)
-        make_cli(args, created=created)
+        make_cli(args, record=record)
     except SIGTERMException:
         print("\nlit_tutorial: stopped by SIGTERM; last.ckpt holds the state at that step: rerun the same command "
               "with --ckpt_path last to continue.", file=sys.stderr)
@@ -419,8 +425,7 @@ def main(args: list[str] | None = None) -> None:
     except Exception as error:
         user_error = _missing_package_in(error) or _user_error_in(error)
         if user_error is not None and _is_launching_process():
-            for folder in reversed(created):
-                shutil.rmtree(folder, ignore_errors=True)
+            record.undo()
         if user_error is None:
             raise
         _exit_with(str(user_error))
