@@ -228,3 +228,17 @@ def test_a_class_absent_from_the_test_set_has_no_accuracy(tmp_path, capsys):
     assert "test_acc_3" not in results and "test_acc_4" in results
     table = capsys.readouterr().out
     assert any(line.split() == ["3", "-", "no", "test", "images"] for line in table.splitlines()), table
+
+
+def test_no_sample_grid_when_asked_for_none(tmp_path):
+    from lit_tutorial.callbacks import TestReport
+    from lit_tutorial.errors import UserError
+
+    with pytest.raises(UserError, match="TestReport.sample_images must be >= 0, got -1"):
+        TestReport(sample_images=-1)
+    data = _mnist(tmp_path / "data")
+    cli = make_cli([*_mnist_args(data), *quiet_trainer_args(tmp_path / "run")], run=False)
+    (report,) = [c for c in cli.trainer.callbacks if isinstance(c, TestReport)]
+    report.sample_images = 0
+    cli.trainer.test(cli.model, cli.datamodule)
+    assert {p.name for p in (tmp_path / "run").rglob("*.png")} == {"confusion_matrix.png"}

@@ -129,3 +129,11 @@ def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, capsys):
                          *quiet_trainer_args(root)], capsys)
     assert code == 2 and "CIFAR10 not found" in _error_line(err)
     assert not root.exists()
+
+
+def test_resuming_an_image_run_with_another_batch_size_is_refused(digits_run, capsys):
+    before = _files(digits_run)
+    code, err = run_cli(["fit", *DIGITS, "--trainer.max_epochs=2", "--data.init_args.batch_size=32", "--ckpt_path",
+                         "last", *quiet_trainer_args(digits_run)], capsys)
+    assert code == 2 and "was trained with data.init_args.batch_size=64 but this command has 32" in _error_line(err)
+    assert _files(digits_run) == before
