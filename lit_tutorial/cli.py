@@ -150,6 +150,8 @@ class LitTutorialCLI(LightningCLI):
         elif _is_launching_process():  # each evaluation its own folder: another's outputs are never replaced
             out = _first_free(out)
         self.settings, self.out = settings, out
+        if not _is_launching_process():
+            return  # DDP's extra processes write nothing of their own; rank 0's folder is broadcast to them
         self.record.folders += [d for d in (root, out) if not d.exists()]
         try:  # made now, so a folder that cannot be written is reported before anything runs
             out.mkdir(parents=True, exist_ok=True)
