@@ -14,6 +14,7 @@ from typing import IO, Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -29,13 +30,14 @@ TRAINER_SETTINGS = ("accumulate_grad_batches", "precision", "gradient_clip_val",
 SETTINGS_KEY = "lit_tutorial_settings"
 
 
-class ResumeCheckpoint(L.Callback):
+class ResumeCheckpoint(Checkpoint):
     """Keeps ``<default_root_dir>/checkpoints/last.ckpt`` current: every N optimizer steps, at every epoch end, and
     when the run is interrupted (Ctrl-C, SIGTERM). Every checkpoint of the run (``best`` too) also carries the
     global RNG state, which dropout draws from, and the run's settings, which a resume is checked against.
 
     A run that fails (a non-finite loss, a bug) writes nothing, so ``last.ckpt`` stays the last good state; a
-    ``fast_dev_run`` writes nothing at all.
+    ``fast_dev_run`` writes nothing at all. As a :class:`~lightning.pytorch.callbacks.Checkpoint`, it stands in for
+    the ``ModelCheckpoint`` Lightning would otherwise add, and runs after the module's epoch-end hook.
     """
 
     def __init__(self, every_n_train_steps: int = 500, settings: dict[str, Any] | None = None) -> None:

@@ -43,6 +43,7 @@ def test_a_fit_keeps_its_files_in_one_predictable_folder(digits_run, capsys):
 
 def test_a_fresh_fit_into_a_used_folder_is_refused_and_leaves_it_as_it_was(tmp_path, capsys):
     assert run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)])[0] == 0
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.ckpt")] == ["checkpoints/last.ckpt"]
     before = _files(tmp_path)
     code, err = run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)], capsys)
     line = _error_line(err)
