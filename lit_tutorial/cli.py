@@ -238,8 +238,7 @@ def _fill_logger_dirs(trainer: Namespace, out: Path) -> None:
 
 def _no_step_config(subcommand: str, args: list[str]) -> str:
     """Why no model or data was given, as one sentence: no config at all, or only overlays."""
-    configs = [value for flag, value in zip(args, args[1:], strict=False) if flag in ("-c", "--config")]
-    configs += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+    configs = _config_paths(args)
     example = f"lit-tutorial {subcommand} --config configs/step6_optim.yaml"
     if configs and not any(_has_model(path) for path in configs):
         return (f"{configs[-1]} is an overlay: stack it after a step config, e.g. {example} --config "
@@ -334,40 +333,38 @@ def _exit_with(message: str) -> NoReturn:
 
 def _user_error_in(error: BaseException) -> UserError | None:
     """The user's mistake behind ``error`` as one sentence: our own UserError, a Trainer setting Lightning rejects,
-    or a package a chosen class needs; jsonargparse may have wrapped it while instantiating classes."""
-    seen = error
-    while seen is not None:
-        if isinstance(seen, UserError):
-            return seen
-        if isinstance(seen, MisconfigurationException):
-            return UserError(f"trainer: {_one_sentence(seen).rstrip('.')}; fix that setting in the config.")
-        if isinstance(seen, ModuleNotFoundError):
-            return UserError(f"an option in the config needs a package this environment lacks "
-                             f"({_one_sentence(seen).rstrip('.')}); install it, or drop that option.")
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _missing_package_in(error: BaseException) -> UserError | None:
-    """A class picked in the config (e.g. ``--trainer.logger=WandbLogger``) whose package is not installed."""
+    or a package that a class or option chosen in the config needs; jsonargparse may have wrapped it while
+    instantiating classes. Anything else is a bug and keeps its traceback."""
     chain, seen = [], error
     while seen is not None and len(chain) < 20:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    missing = next((e for e in chain if isinstance(e, ImportError)), None)
+    # jsonargparse names the class it failed to build (e.g. ``--trainer.logger=WandbLogger``).
     named = next((m for e in chain if (m := re.search(r"given class_path '([\w.]+)'", str(e)))), None)
-    if missing is None or named is None:  # an import failing anywhere else is a bug, not the user's choice
-        return None
-    what = named.group(1).rsplit(".", 1)[-1]
-    reason = re.sub(r"\.?\s*HINT: Try running", "; install it with", str(missing).strip())
-    return UserError(f"{what} needs a package that is not installed: {reason}, then run again.")
+    for seen in chain:
+        if isinstance(seen, UserError):
+            return seen
+        if isinstance(seen, MisconfigurationException):
+            return UserError(f"trainer: {_one_sentence(seen).rstrip('.')}; fix that setting in the config.")
+        if isinstance(seen, ImportError) and named is not None:
+            what = named.group(1).rsplit(".", 1)[-1]
+            reason = re.sub(r"\.?\s*HINT: Try running", "; install it with", str(seen).strip())
+            return UserError(f"{what} needs a package that is not installed: {reason}, then run again.")
+        if isinstance(seen, ModuleNotFoundError):  # e.g. an accelerator whose package is missing
+            return UserError(f"an option in the config needs a package this environment lacks "
+                             f"({_one_sentence(seen).rstrip('.')}); install it, or drop that option.")
+    return None
+
+
+def _config_paths(args: list[str]) -> list[str]:
+    """The files given with ``--config``/``-c`` on a command line, in order."""
+    paths = [value for flag, value in zip(args, args[1:], strict=False) if flag in ("-c", "--config")]
+    return paths + [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
 
 
 def _check_config_files(args: list[str]) -> None:
     """An empty or malformed YAML file, named with its line, before jsonargparse reports it without the file."""
-    paths = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("--config", "-c")]
-    paths += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
-    for path in map(Path, paths):
+    for path in map(Path, _config_paths(args)):
         if not path.is_file():
             continue  # jsonargparse names a missing file itself
         try:
@@ -425,7 +422,7 @@ def main(args: list[str] | None = None) -> None:
               "with --ckpt_path last to continue.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
     except Exception as error:
-        user_error = _missing_package_in(error) or _user_error_in(error)
+        user_error = _user_error_in(error)
         if user_error is not None and _is_launching_process():
             record.undo()
         if user_error is None:
