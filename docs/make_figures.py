@@ -30,8 +30,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the package, and the tutorial's nets the tests compare with
 from lit_tutorial.cli import make_cli  # noqa: E402
+from sources import TutorialDynamicNet, TutorialReLU, TutorialTwoLayerNet  # noqa: E402
 
 
 # --- the tutorial's loops (jcjohnson/pytorch-examples, as in the Chinese tutorial; bugs fixed) ---------------------
@@ -78,20 +79,6 @@ def tutorial_step2(start, x, y, iterations):
     return losses
 
 
-class MyReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (x,) = ctx.saved_tensors
-        grad_x = grad_output.clone()
-        grad_x[x < 0] = 0
-        return grad_x
-
-
 def _autograd_loop(start, x, y, iterations, relu):
     w1, w2 = start["w1"].clone().requires_grad_(), start["w2"].clone().requires_grad_()
     lr, losses = 1e-6, []
@@ -113,7 +100,7 @@ def tutorial_step3(start, x, y, iterations):
 
 
 def tutorial_step4(start, x, y, iterations):
-    return _autograd_loop(start, x, y, iterations, MyReLU.apply)
+    return _autograd_loop(start, x, y, iterations, TutorialReLU.apply)
 
 
 def _sequential(start):
@@ -168,43 +155,14 @@ def tutorial_step6(start, x, y, iterations):
     return _optimizer_loop(model, torch.optim.Adam(model.parameters(), 1e-4), x, y, iterations)
 
 
-class TwoLayerNet(nn.Module):
-    def __init__(self, D_in, H, D_out):  # noqa: N803 - the tutorial's names
-        super().__init__()
-        self.linear1 = nn.Linear(D_in, H)
-        self.linear2 = nn.Linear(H, D_out)
-
-    def forward(self, x):
-        h_relu = self.linear1(x).clamp(min=0)
-        y_pred = self.linear2(h_relu)
-        return y_pred
-
-
 def tutorial_step7(start, x, y, iterations):
-    model = TwoLayerNet(1000, 100, 10)
+    model = TutorialTwoLayerNet(1000, 100, 10)
     model.load_state_dict({k.removeprefix("net."): v for k, v in start.items()})
     return _optimizer_loop(model, torch.optim.SGD(model.parameters(), 1e-4), x, y, iterations)
 
 
-class DynamicNet(nn.Module):
-    """The tutorial's, with the depth passed in: its ``random.randint(0, 3)`` becomes the Lightning net's draws."""
-
-    def __init__(self, D_in, H, D_out):  # noqa: N803 - the tutorial's names
-        super().__init__()
-        self.input_linear = nn.Linear(D_in, H)
-        self.middle_linear = nn.Linear(H, H)
-        self.output_linear = nn.Linear(H, D_out)
-
-    def forward(self, x, depth):
-        h_relu = self.input_linear(x).clamp(min=0)
-        for _ in range(depth):
-            h_relu = self.middle_linear(h_relu).clamp(min=0)
-        y_pred = self.output_linear(h_relu)
-        return y_pred
-
-
 def tutorial_step8(start, x, y, iterations, depth_rng: torch.Generator):
-    model = DynamicNet(1000, 100, 10)
+    model = TutorialDynamicNet(1000, 100, 10)
     model.load_state_dict({k.removeprefix("net."): v for k, v in start.items() if not k.endswith("_extra_state")})
     depths = [int(torch.randint(0, 4, (1,), generator=depth_rng)) for _ in range(iterations)]
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)

@@ -1,9 +1,57 @@
-"""The nets as their sources write them, sizes and rates included: the tests build their references from these,
-never from the project's own classes, so a changed layer size or dropout rate in ``lit_tutorial.nets`` fails."""
+"""The nets as their sources write them, sizes and rates included: the tests (and ``docs/make_figures.py``) build
+their references from these, never from the project's own classes, so a changed layer size or dropout rate in
+``lit_tutorial.nets`` fails."""
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class TutorialReLU(torch.autograd.Function):
+    """Step 4's ``MyReLU`` as the tutorial writes it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        grad_x = grad_output.clone()
+        grad_x[x < 0] = 0
+        return grad_x
+
+
+class TutorialTwoLayerNet(nn.Module):
+    """Step 7's ``TwoLayerNet``."""
+
+    def __init__(self, D_in, H, D_out):  # noqa: N803 - the tutorial's names
+        super().__init__()
+        self.linear1 = nn.Linear(D_in, H)
+        self.linear2 = nn.Linear(H, D_out)
+
+    def forward(self, x):
+        h_relu = self.linear1(x).clamp(min=0)
+        y_pred = self.linear2(h_relu)
+        return y_pred
+
+
+class TutorialDynamicNet(nn.Module):
+    """Step 8's ``DynamicNet``, with the depth passed in: its ``random.randint(0, 3)`` becomes the project's draws."""
+
+    def __init__(self, D_in, H, D_out):  # noqa: N803 - the tutorial's names
+        super().__init__()
+        self.input_linear = nn.Linear(D_in, H)
+        self.middle_linear = nn.Linear(H, H)
+        self.output_linear = nn.Linear(H, D_out)
+
+    def forward(self, x, depth):
+        h_relu = self.input_linear(x).clamp(min=0)
+        for _ in range(depth):
+            h_relu = self.middle_linear(h_relu).clamp(min=0)
+        y_pred = self.output_linear(h_relu)
+        return y_pred
 
 
 class TutorialCifarNet(nn.Module):

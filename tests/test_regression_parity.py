@@ -12,6 +12,7 @@ from torch import nn
 
 from conftest import CONFIGS, LossRecorder, assert_curves_equal, quiet_trainer_args
 from lit_tutorial.cli import make_cli
+from sources import TutorialDynamicNet, TutorialReLU, TutorialTwoLayerNet
 
 STEPS = 64  # divisible by 8, so step 5-1's accumulation windows are all full
 N, D_IN, H, D_OUT = 64, 1000, 100, 10  # the tutorial's sizes
@@ -58,22 +59,6 @@ def test_step1_by_hand_float64_equals_numpy_loop(tmp_path):
     assert_curves_equal(losses, expected, rtol=1e-10)
 
 
-class TutorialReLU(torch.autograd.Function):
-    """Step 4's MyReLU as the tutorial writes it."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (x,) = ctx.saved_tensors
-        grad_x = grad_output.clone()
-        grad_x[x < 0] = 0
-        return grad_x
-
-
 def _autograd_loop(cli, relu) -> list[float]:
     """Steps 2-4's loop: autograd, the hand update with lr 1e-6 and grad.zero_()."""
     w1, w2 = (w.detach().clone().requires_grad_() for w in (cli.model.w1, cli.model.w2))
@@ -114,30 +99,6 @@ def test_step4_my_relu_equals_hand_loop(tmp_path):
 
 def tutorial_sequential() -> nn.Sequential:
     return nn.Sequential(nn.Linear(D_IN, H), nn.ReLU(), nn.Linear(H, D_OUT))
-
-
-class TutorialTwoLayerNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear1 = nn.Linear(D_IN, H)
-        self.linear2 = nn.Linear(H, D_OUT)
-
-    def forward(self, x):
-        return self.linear2(self.linear1(x).clamp(min=0))
-
-
-class TutorialDynamicNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.input_linear = nn.Linear(D_IN, H)
-        self.middle_linear = nn.Linear(H, H)
-        self.output_linear = nn.Linear(H, D_OUT)
-
-    def forward(self, x, depth):
-        h_relu = self.input_linear(x).clamp(min=0)
-        for _ in range(depth):
-            h_relu = self.middle_linear(h_relu).clamp(min=0)
-        return self.output_linear(h_relu)
 
 
 def _with_weights_of(reference: nn.Module, cli) -> nn.Module:
@@ -198,7 +159,7 @@ def test_step6_adam_equals_hand_loop(tmp_path):
 
 def test_step7_custom_module_equals_hand_loop(tmp_path):
     cli = shipped("step7_custom_module", tmp_path)
-    expected = _optimizer_loop(_with_weights_of(TutorialTwoLayerNet(), cli), cli,
+    expected = _optimizer_loop(_with_weights_of(TutorialTwoLayerNet(D_IN, H, D_OUT), cli), cli,
                                lambda p: torch.optim.SGD(p, lr=1e-4))
     assert_curves_equal(fit(cli), expected, rtol=1e-6)
 
@@ -210,7 +171,7 @@ def test_step8_dynamic_net_equals_hand_loop_given_same_depths(tmp_path):
     draws.set_state(cli.model.net.depth_rng.get_state())
     depths = [int(torch.randint(0, 4, (1,), generator=draws)) for _ in range(STEPS)]
     assert set(depths) == {0, 1, 2, 3}
-    expected = _optimizer_loop(_with_weights_of(TutorialDynamicNet(), cli), cli,
+    expected = _optimizer_loop(_with_weights_of(TutorialDynamicNet(D_IN, H, D_OUT), cli), cli,
                                lambda p: torch.optim.SGD(p, lr=1e-4, momentum=0.9), depths=depths)
     assert_curves_equal(fit(cli), expected, rtol=1e-6)
 
