@@ -5,7 +5,8 @@
 
 Each step runs as ``python -m lit_tutorial fit --config configs/<step>.yaml`` would (built through the same CLI,
 seed 0, with a CSV logger), and its curve is read back from the run's ``metrics.csv``: what a learner sees in the
-logs. Then the tutorial's own loop for that step (written below, independent of ``lit_tutorial``) runs from the
+logs. Then the tutorial's own loop for that step (``tests/sources.py``, independent of ``lit_tutorial``, the same
+references the parity tests use) runs from the
 Lightning model's initial weights and the DataModule's x and y. One PNG per step (log-scale loss, both curves, the
 largest relative difference in the title, the relative difference per iteration below) and ``summary.json`` with
 the first and last losses and that difference.
@@ -27,147 +28,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the package, and the tutorial's nets the tests compare with
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the package, and the tutorial's code the tests compare with
 from lit_tutorial.cli import make_cli  # noqa: E402
-from sources import TutorialDynamicNet, TutorialReLU, TutorialTwoLayerNet  # noqa: E402
-
-
-# --- the tutorial's loops (jcjohnson/pytorch-examples, as in the Chinese tutorial; bugs fixed) ---------------------
-# Each takes the initial weights (``start``: the Lightning model's state_dict), x, y and the iteration count, and
-# returns the loss it prints at every iteration.
-def tutorial_step1(start, x, y, iterations):
-    x, y = x.double().numpy(), y.double().numpy()
-    w1, w2 = start["w1"].double().numpy().copy(), start["w2"].double().numpy().copy()
-    lr, losses = 1e-6, []
-    for n in range(iterations):  # noqa: B007 - the tutorial prints n with the loss
-        h = x.dot(w1)
-        h_relu = np.maximum(h, 0)
-        y_pred = h_relu.dot(w2)
-        loss = np.square(y_pred - y).sum()
-        losses.append(loss)  # print(n, loss)
-        grad_y_pred = 2 * (y_pred - y)
-        grad_w2 = h_relu.T.dot(grad_y_pred)
-        grad_h_relu = grad_y_pred.dot(w2.T)
-        grad_h = grad_h_relu.copy()
-        grad_h[h < 0] = 0
-        grad_w1 = x.T.dot(grad_h)
-        w1 -= lr * grad_w1
-        w2 -= lr * grad_w2
-    return losses
-
-
-def tutorial_step2(start, x, y, iterations):
-    w1, w2 = start["w1"].clone(), start["w2"].clone()
-    learning_rate, losses = 1e-6, []
-    for t in range(iterations):  # noqa: B007 - the tutorial prints t with the loss
-        h = x.mm(w1)
-        h_relu = h.clamp(min=0)
-        y_pred = h_relu.mm(w2)
-        loss = (y_pred - y).pow(2).sum().item()
-        losses.append(loss)  # print(t, loss)
-        grad_y_pred = 2.0 * (y_pred - y)
-        grad_w2 = h_relu.t().mm(grad_y_pred)
-        grad_h_relu = grad_y_pred.mm(w2.t())
-        grad_h = grad_h_relu.clone()
-        grad_h[h < 0] = 0
-        grad_w1 = x.t().mm(grad_h)
-        w1 -= learning_rate * grad_w1
-        w2 -= learning_rate * grad_w2
-    return losses
-
-
-def _autograd_loop(start, x, y, iterations, relu):
-    w1, w2 = start["w1"].clone().requires_grad_(), start["w2"].clone().requires_grad_()
-    lr, losses = 1e-6, []
-    for n in range(iterations):  # noqa: B007 - the tutorial prints n with the loss
-        y_pred = relu(x.mm(w1)).mm(w2)
-        loss = (y_pred - y).pow(2).sum()
-        losses.append(loss.item())  # print(n, loss.item())
-        loss.backward()
-        with torch.no_grad():
-            w1 -= lr * w1.grad
-            w2 -= lr * w2.grad
-            w1.grad.zero_()
-            w2.grad.zero_()
-    return losses
-
-
-def tutorial_step3(start, x, y, iterations):
-    return _autograd_loop(start, x, y, iterations, lambda h: h.clamp(min=0))
-
-
-def tutorial_step4(start, x, y, iterations):
-    return _autograd_loop(start, x, y, iterations, TutorialReLU.apply)
-
-
-def _sequential(start):
-    model = nn.Sequential(nn.Linear(1000, 100), nn.ReLU(), nn.Linear(100, 10))
-    model.load_state_dict({k.removeprefix("net."): v for k, v in start.items()})
-    return model
-
-
-def tutorial_step5(start, x, y, iterations):
-    model, loss_fn, lr, losses = _sequential(start), nn.MSELoss(reduction="sum"), 1e-4, []
-    for n in range(iterations):  # noqa: B007 - the tutorial prints n with the loss
-        y_pred = model(x)
-        loss = loss_fn(y_pred, y)
-        losses.append(loss.item())  # print(n, loss.item())
-        model.zero_grad()
-        loss.backward()
-        with torch.no_grad():
-            for param in model.parameters():
-                param -= lr * param.grad
-    return losses
-
-
-def tutorial_step5_1(start, x, y, iterations):
-    model, loss_fn, accumulation_steps, losses = _sequential(start), nn.MSELoss(reduction="sum"), 8, []
-    optimizer = torch.optim.Adam(model.parameters(), 0.01)
-    for n in range(iterations):  # noqa: B007 - the tutorial prints n with the loss
-        y_pred = model(x)
-        loss = loss_fn(y_pred, y)
-        losses.append(loss.item())  # print(n, loss.item())
-        loss = loss / accumulation_steps
-        loss.backward()
-        if ((n + 1) % accumulation_steps) == 0:
-            optimizer.step()
-            optimizer.zero_grad()
-    return losses
-
-
-def _optimizer_loop(model, optimizer, x, y, iterations, forward=None):
-    loss_fn, losses = nn.MSELoss(reduction="sum"), []
-    for n in range(iterations):  # noqa: B007 - the tutorial prints n with the loss
-        y_pred = model(x) if forward is None else forward(n)
-        loss = loss_fn(y_pred, y)
-        losses.append(loss.item())  # print(n, loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return losses
-
-
-def tutorial_step6(start, x, y, iterations):
-    model = _sequential(start)
-    return _optimizer_loop(model, torch.optim.Adam(model.parameters(), 1e-4), x, y, iterations)
-
-
-def tutorial_step7(start, x, y, iterations):
-    model = TutorialTwoLayerNet(1000, 100, 10)
-    model.load_state_dict({k.removeprefix("net."): v for k, v in start.items()})
-    return _optimizer_loop(model, torch.optim.SGD(model.parameters(), 1e-4), x, y, iterations)
-
-
-def tutorial_step8(start, x, y, iterations, depth_rng: torch.Generator):
-    model = TutorialDynamicNet(1000, 100, 10)
-    model.load_state_dict({k.removeprefix("net."): v for k, v in start.items() if not k.endswith("_extra_state")})
-    depths = [int(torch.randint(0, 4, (1,), generator=depth_rng)) for _ in range(iterations)]
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    return _optimizer_loop(model, optimizer, x, y, iterations, forward=lambda n: model(x, depths[n]))
-
+from sources import (  # noqa: E402
+    tutorial_step1,
+    tutorial_step2,
+    tutorial_step3,
+    tutorial_step4,
+    tutorial_step5,
+    tutorial_step5_1,
+    tutorial_step6,
+    tutorial_step7,
+    tutorial_step8,
+)
 
 STEPS: dict[str, tuple[str, Callable]] = {
     "step1_warmup": ("Step 1, numpy warm-up (float64)", tutorial_step1),
