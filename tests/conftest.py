@@ -3,6 +3,7 @@
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -119,7 +120,8 @@ def vision_data_args(tiny_vision_root, trust_cifar_files):
 
 class InterruptAt(L.Callback):
     """Interrupts a fit right after optimizer step ``step`` (or, with ``batch``, after that many batches):
-    Ctrl-C (``KeyboardInterrupt``) or a hard ``SIGKILL``."""
+    Ctrl-C (``KeyboardInterrupt``), a hard ``SIGKILL``, or ``wait_for_sigterm``: write ``<default_root_dir>/waiting``
+    and wait there until a SIGTERM from outside arrives (then Lightning stops the run after this step)."""
 
     def __init__(self, step: int = -1, how: str = "ctrl_c", batch: int = -1) -> None:
         self.step = step
@@ -131,6 +133,13 @@ class InterruptAt(L.Callback):
         if trainer.global_step == self.step or batches == self.batch:
             if self.how == "sigkill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if self.how == "wait_for_sigterm":
+                (Path(trainer.default_root_dir) / "waiting").touch()
+                deadline = time.monotonic() + 120
+                while not trainer.received_sigterm:
+                    assert time.monotonic() < deadline, "no SIGTERM came"
+                    time.sleep(0.01)
+                return
             raise KeyboardInterrupt
 
 

@@ -4,7 +4,7 @@ import contextlib
 import importlib.util
 import io
 import os
-import subprocess
+import runpy
 import sys
 from importlib.metadata import entry_points
 
@@ -129,15 +129,28 @@ def test_missing_config_file_is_named(tmp_path, capsys):
     assert code == 2 and "nope.yaml" in err and "does not exist" in err
 
 
-def test_python_dash_m_help_names_the_project_the_subcommands_and_configs():
-    result = subprocess.run([sys.executable, "-m", "lit_tutorial", "--help"], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0
-    assert result.stdout.startswith("usage: lit-tutorial ") and "Learning PyTorch with Examples" in result.stdout
-    for subcommand in ("fit", "validate", "test", "predict"):
-        assert subcommand in result.stdout
-    assert "configs/step6_optim.yaml" in result.stdout and "configs/overlays/" in result.stdout
-    assert "--ckpt_path last (or best)" in result.stdout
+def test_python_dash_m_help_names_the_project_the_subcommands_and_configs(monkeypatch, capsys):
+    """``python -m lit_tutorial --help``, run in-process as ``python -m`` runs it (tests/test_vision.py and
+    tests/test_reliability.py start real ``python -m lit_tutorial`` processes)."""
+    monkeypatch.setattr(sys, "argv", ["lit_tutorial", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("lit_tutorial", run_name="__main__")
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: lit-tutorial ") and "Learning PyTorch with Examples" in out
+    assert "{fit,validate,test,predict}" in out
+    assert "configs/step6_optim.yaml" in out and "configs/overlays/" in out
+    assert "--ckpt_path last (or best)" in out
+
+
+def test_a_command_builds_only_its_own_subcommand_parser(tmp_path, capsys):
+    """LightningCLI builds a parser for each subcommand it offers; a command needs only the one it names, and a
+    misspelt one still lists all four."""
+    cli = make_cli(["fit", "--config", str(CONFIGS / "step3_autograd.yaml"), "--trainer.fast_dev_run=true",
+                    *quiet_trainer_args(tmp_path)])
+    assert cli.subcommands().keys() == {"fit"}
+    code, err = run_cli(["fitt", "--config", str(CONFIGS / "step3_autograd.yaml")], capsys)
+    assert code == 2 and "invalid choice: 'fitt' (choose from 'fit', 'validate', 'test', 'predict')" in err
 
 
 def test_lit_tutorial_console_command_is_installed():

@@ -84,7 +84,9 @@ def test_step4_my_relu_equals_hand_loop(tmp_path):
 def test_step5_nn_equals_hand_update_loop(tmp_path):
     cli = shipped("step5_nn", tmp_path)
     start, x, y = start_of(cli), cli.datamodule.x, cli.datamodule.y
-    assert_curves_equal(fit(cli), tutorial_step5(start, x, y, STEPS), rtol=1e-6)
+    # SGD rounds p - lr * grad once, the tutorial's p -= lr * p.grad twice: 1-ulp differences that grow as the loss
+    # falls (3e-6 by iteration 64 with one torch thread, less with two; docs/walkthrough.md, step 5).
+    assert_curves_equal(fit(cli), tutorial_step5(start, x, y, STEPS), rtol=1e-5)
 
 
 def test_step5_1_accumulation_equals_loss_over_8_and_step_every_8(tmp_path):

@@ -1,6 +1,8 @@
 """Resume after a crash, atomic checkpoints, clear failures, determinism and DDP."""
 
 import csv
+import os
+import random
 import re
 import signal
 import subprocess
@@ -50,23 +52,29 @@ def test_ctrl_c_inside_an_accumulation_window_resumes_exactly(tmp_path):
 
 
 def test_sigterm_saves_then_resume_equals_uninterrupted(tmp_path):
-    """A scheduler's SIGTERM at an arbitrary moment: last.ckpt is written at that step and the run resumes exactly."""
-    long_run = ["--config", str(CONFIGS / "step8_control_flow.yaml"), "--data.init_args.steps=3000"]
+    """A scheduler's SIGTERM at a random step after the first periodic save (at step 500): last.ckpt is written at
+    that step, no second fit may write into the folder meanwhile, and the run resumes exactly."""
+    long_run = ["--config", str(CONFIGS / "step8_control_flow.yaml"), "--data.init_args.steps=1000"]
+    crashed, stop_at = tmp_path / "crashed", random.Random(0).randrange(501, 1000)
+    # Torch's two threads per process make two training processes at once crawl on two cores: one after the other.
     assert run_cli(["fit", *long_run, *quiet_trainer_args(tmp_path / "straight")])[0] == 0
-    crashed = tmp_path / "crashed"
-    process = subprocess.Popen([sys.executable, "-m", "lit_tutorial", "fit", *long_run, *quiet_trainer_args(crashed)],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lit_tutorial", "fit", *long_run, "--trainer.callbacks+=conftest.InterruptAt",
+         f"--trainer.callbacks.step={stop_at}", "--trainer.callbacks.how=wait_for_sigterm",
+         *quiet_trainer_args(crashed)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (crashed / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)  # the first periodic save, at step 500, shows training is under way
+    while not (crashed / "waiting").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (crashed / "waiting").exists(), process.communicate()[1][-2000:]
     # While it trains, no second fit may write into its folder.
     assert run_cli(["fit", *long_run, "--ckpt_path", "last", *quiet_trainer_args(crashed)])[0] == 2
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "stopped by SIGTERM" in err and "--ckpt_path last" in err
-    stopped_at = torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-    assert 500 <= stopped_at < 3000
+    assert torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == stop_at
     assert run_cli(["fit", *long_run, "--ckpt_path", "last", *quiet_trainer_args(crashed)])[0] == 0
     _assert_same_weights(_final_weights(crashed), _final_weights(tmp_path / "straight"))
 

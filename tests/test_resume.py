@@ -93,19 +93,20 @@ def test_sigkill_and_extension_resume_in_fresh_processes(references, tiny_vision
     """Killed at a random step of the second epoch (nothing written on the way out), each family resumes from its
     epoch-end checkpoint; a run finished at max_epochs=1 is extended to 2. Every resume runs in a new process (one
     for all of them), and the killed runs' locks are gone with their processes."""
-    killed, resumes = {}, []
-    for name in FAMILIES:  # the runs to kill, all at once
+    resumes = []
+    for name in FAMILIES:  # the runs to extend, first: two processes training at once crawl on two cores
+        args, _ = _family_args(name, tiny_vision_root)
+        assert run_cli(["fit", *args, "--trainer.max_epochs=1", *quiet_trainer_args(tmp_path / f"{name}_ext")])[0] == 0
+        resumes += [["fit", *args, f"--trainer.max_epochs={EPOCHS}", "--ckpt_path", "last",
+                     *quiet_trainer_args(tmp_path / f"{name}_{how}")] for how in ("ext", "killed")]
+    killed = {}
+    for name in FAMILIES:  # the runs to kill, all at once (most of their time is Python's start-up)
         args, steps = _family_args(name, tiny_vision_root)
         kill = ["--trainer.callbacks+=conftest.InterruptAt",
                 f"--trainer.callbacks.step={steps + random.Random(name).randrange(1, steps)}",
                 "--trainer.callbacks.how=sigkill"]
         root = tmp_path / f"{name}_killed"
         killed[name] = _subprocess(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *kill, *quiet_trainer_args(root)])
-    for name in FAMILIES:  # meanwhile, the runs to extend
-        args, _ = _family_args(name, tiny_vision_root)
-        assert run_cli(["fit", *args, "--trainer.max_epochs=1", *quiet_trainer_args(tmp_path / f"{name}_ext")])[0] == 0
-        resumes += [["fit", *args, f"--trainer.max_epochs={EPOCHS}", "--ckpt_path", "last",
-                     *quiet_trainer_args(tmp_path / f"{name}_{how}")] for how in ("ext", "killed")]
     for name, process in killed.items():
         _, err = process.communicate(timeout=300)
         assert process.returncode == -9, err[-2000:]
