@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 import torchvision
+from fresh_processes import FreshProcesses
 
 from lit_tutorial.cli import main
 from lit_tutorial.data.formats import write_cifar10, write_mnist
@@ -97,6 +98,14 @@ def tiny_vision_root(tmp_path_factory) -> Path:
     write_cifar10(root, split(40, 3, 32), split(21, 3, 32))
     write_mnist(root, split(40, 1, 28), split(21, 1, 28))
     return root
+
+
+@pytest.fixture(scope="session")
+def fresh_processes():
+    """New processes for CLI commands, forked from one that has done the imports (see fresh_processes.py)."""
+    server = FreshProcesses(cwd=Path(__file__).resolve().parents[1])
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -157,20 +157,46 @@ def _per_class_rows(stdout: str) -> dict[str, tuple[int, int]]:
     return {m[1]: (int(m[2]), int(m[3])) for m in re.finditer(r"^(\d)\s+[\d.]+%\s+(\d+)/(\d+)$", stdout, re.M)}
 
 
-def test_ddp_two_processes_per_class_test_accuracy_is_exact(tiny_vision_root, tmp_path, capsys):
+DDP_TEST = ["test", "--config", str(CONFIGS / "step10_mnist.yaml"), "--data.init_args.download=false",
+            "--trainer.accelerator=cpu", "--ckpt_path", "initial"]
+DDP_FIT = ["fit", "--config", str(CONFIGS / "step6_optim.yaml"), "--data.init_args.steps=50",
+           "--trainer.accelerator=cpu", "--trainer.logger=CSVLogger", "--trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tiny_vision_root, tmp_path_factory) -> dict[str, tuple[Path, subprocess.Popen]]:
+    """``DDP_TEST`` and ``DDP_FIT`` with ``--trainer.strategy=ddp --trainer.devices=2``, both started at once (most
+    of their time is four Pythons starting up); each test waits for its own."""
+    runs = {}
+    for name in ("test", "fit"):
+        root = tmp_path_factory.mktemp(f"ddp_{name}")
+        args = ([*DDP_TEST, f"--data.init_args.data_dir={tiny_vision_root}"] if name == "test"
+                else [*DDP_FIT, f"--trainer.logger.save_dir={root}"])
+        runs[name] = root, subprocess.Popen(
+            [sys.executable, "-m", "lit_tutorial", *args, "--trainer.strategy=ddp", "--trainer.devices=2",
+             *quiet_trainer_args(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    yield runs
+    for _, process in runs.values():
+        process.kill()
+        process.communicate()
+
+
+def _finished(run: tuple[Path, subprocess.Popen]) -> tuple[Path, str]:
+    root, process = run
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    return root, out
+
+
+def test_ddp_two_processes_per_class_test_accuracy_is_exact(ddp_runs, tiny_vision_root, tmp_path, capsys):
     """21 test images over 2 processes: every image counted once, and the same numbers as one process."""
-    args = ["test", "--config", str(CONFIGS / "step10_mnist.yaml"), f"--data.init_args.data_dir={tiny_vision_root}",
-            "--data.init_args.download=false", "--trainer.accelerator=cpu", "--ckpt_path", "initial"]
-    assert run_cli([*args, *quiet_trainer_args(tmp_path / "one")])[0] == 0
-    single = _per_class_rows(capsys.readouterr().out)
-    result = subprocess.run(
-        [sys.executable, "-m", "lit_tutorial", *args, "--trainer.strategy=ddp", "--trainer.devices=2",
-         *quiet_trainer_args(tmp_path / "ddp")], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-3000:]
-    ddp = _per_class_rows(result.stdout)
+    _, out = _finished(ddp_runs["test"])
+    ddp = _per_class_rows(out)
     labels = torchvision.datasets.MNIST(tiny_vision_root, train=False).targets.tolist()
     assert {name: total for name, (_, total) in ddp.items()} == {str(c): n for c, n in Counter(labels).items()}
-    assert ddp == single
+    args = [*DDP_TEST, f"--data.init_args.data_dir={tiny_vision_root}"]
+    assert run_cli([*args, *quiet_trainer_args(tmp_path)])[0] == 0
+    assert ddp == _per_class_rows(capsys.readouterr().out)
 
 
 def _logged_losses(root: Path) -> list[float]:
@@ -179,18 +205,11 @@ def _logged_losses(root: Path) -> list[float]:
     return [float(row["train_loss"]) for row in rows if row.get("train_loss")]
 
 
-def test_ddp_regression_step_equals_one_process(tmp_path):
+def test_ddp_regression_step_equals_one_process(ddp_runs, tmp_path):
     """Every process trains on the same full batch, so averaging their gradients changes nothing: DDP's losses are
     one process's."""
-    args = ["fit", "--config", str(CONFIGS / "step6_optim.yaml"), "--data.init_args.steps=50",
-            "--trainer.accelerator=cpu", "--trainer.logger=CSVLogger", "--trainer.log_every_n_steps=1"]
-    one = tmp_path / "one"
-    assert run_cli([*args, f"--trainer.logger.save_dir={one}", *quiet_trainer_args(one)])[0] == 0
-    result = subprocess.run(
-        [sys.executable, "-m", "lit_tutorial", *args, "--trainer.strategy=ddp", "--trainer.devices=2",
-         f"--trainer.logger.save_dir={tmp_path / 'ddp'}", *quiet_trainer_args(tmp_path / "ddp")],
-        capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-3000:]
-    single, ddp = _logged_losses(tmp_path / "one"), _logged_losses(tmp_path / "ddp")
+    root, _ = _finished(ddp_runs["fit"])
+    assert run_cli([*DDP_FIT, f"--trainer.logger.save_dir={tmp_path}", *quiet_trainer_args(tmp_path)])[0] == 0
+    single, ddp = _logged_losses(tmp_path), _logged_losses(root)
     assert len(ddp) == 50 and single[-1] < 0.5 * single[0]  # it trains
     torch.testing.assert_close(torch.tensor(ddp), torch.tensor(single), rtol=1e-6, atol=0)

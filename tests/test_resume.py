@@ -1,11 +1,7 @@
 """A resumed run ends with the same weights, bit for bit, as a run never interrupted: every config family, every
 resume point a user meets (Ctrl-C mid-epoch, a SIGKILL after an epoch-end save, a finished run extended)."""
 
-import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +9,6 @@ import torch
 
 from conftest import CONFIGS, quiet_trainer_args, run_cli
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 EPOCHS = 2
 # Three families: one fixed batch (regression, DynamicNet's depth generator), LeNet on CIFAR10 (a shuffled order
 # per epoch), MnistNet on MNIST (the order, and dropout masks from the global RNG). 8 or 30 steps an epoch.
@@ -64,18 +58,6 @@ def _saved_step(root: Path) -> int:
     return torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
 
 
-def _subprocess(*commands: list[str]) -> subprocess.Popen:
-    """Run CLI commands one after another in one fresh Python process, tests/ on its path for InterruptAt and the
-    hand-made CIFAR10 files trusted as in ``trust_cifar_files`` (they cannot pass torchvision's md5 check)."""
-    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    code = ("import json, sys, torchvision\n"
-            "torchvision.datasets.cifar.check_integrity = lambda *a, **k: True\n"
-            "from lit_tutorial.cli import main\n"
-            "for args in json.loads(sys.argv[1]):\n    main(args)\n")
-    return subprocess.Popen([sys.executable, "-c", code, json.dumps(list(commands))], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
-
-
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_ctrl_c_mid_epoch_then_resume(name, references, tiny_vision_root, tmp_path, trust_cifar_files):
     args, steps = _family_args(name, tiny_vision_root)
@@ -89,34 +71,29 @@ def test_ctrl_c_mid_epoch_then_resume(name, references, tiny_vision_root, tmp_pa
     _assert_same_weights(crashed, references[name])
 
 
-def test_sigkill_and_extension_resume_in_fresh_processes(references, tiny_vision_root, tmp_path, trust_cifar_files):
+def test_sigkill_and_extension_resume_in_fresh_processes(fresh_processes, references, tiny_vision_root, tmp_path,
+                                                         trust_cifar_files):
     """Killed at a random step of the second epoch (nothing written on the way out), each family resumes from its
-    epoch-end checkpoint; a run finished at max_epochs=1 is extended to 2. Every resume runs in a new process (one
-    for all of them), and the killed runs' locks are gone with their processes."""
+    epoch-end checkpoint; a run finished at max_epochs=1 is extended to 2. Each killed run and the resumes run in
+    new processes (one for all the resumes), and the killed runs' locks are gone with their processes."""
     resumes = []
-    for name in FAMILIES:  # the runs to extend, first: two processes training at once crawl on two cores
-        args, _ = _family_args(name, tiny_vision_root)
-        assert run_cli(["fit", *args, "--trainer.max_epochs=1", *quiet_trainer_args(tmp_path / f"{name}_ext")])[0] == 0
-        resumes += [["fit", *args, f"--trainer.max_epochs={EPOCHS}", "--ckpt_path", "last",
-                     *quiet_trainer_args(tmp_path / f"{name}_{how}")] for how in ("ext", "killed")]
-    killed = {}
-    for name in FAMILIES:  # the runs to kill, all at once (most of their time is Python's start-up)
+    for name in FAMILIES:
         args, steps = _family_args(name, tiny_vision_root)
+        assert run_cli(["fit", *args, "--trainer.max_epochs=1", *quiet_trainer_args(tmp_path / f"{name}_ext")])[0] == 0
         kill = ["--trainer.callbacks+=conftest.InterruptAt",
                 f"--trainer.callbacks.step={steps + random.Random(name).randrange(1, steps)}",
                 "--trainer.callbacks.how=sigkill"]
-        root = tmp_path / f"{name}_killed"
-        killed[name] = _subprocess(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *kill, *quiet_trainer_args(root)])
-    for name, process in killed.items():
-        _, err = process.communicate(timeout=300)
-        assert process.returncode == -9, err[-2000:]
-        assert _saved_step(tmp_path / f"{name}_killed") == FAMILIES[name][1]  # the epoch-end save, not the kill's
+        killed = ["fit", *args, f"--trainer.max_epochs={EPOCHS}", *kill,
+                  *quiet_trainer_args(tmp_path / f"{name}_killed")]
+        # One after another: two processes training at once crawl on two cores (two torch threads each).
+        assert fresh_processes.run(killed) == -9, fresh_processes.output()[-2000:]
+        assert _saved_step(tmp_path / f"{name}_killed") == steps  # the epoch-end save, not the kill's
+        resumes += [["fit", *args, f"--trainer.max_epochs={EPOCHS}", "--ckpt_path", "last",
+                     *quiet_trainer_args(tmp_path / f"{name}_{how}")] for how in ("ext", "killed")]
     # A save killed half-way leaves its temporary file: the next fit into that folder clears it.
     (tmp_path / "cifar10_killed" / "checkpoints" / "last.ckpt.4242.tmp").write_bytes(b"PK\x03\x04 half")
 
-    resumed = _subprocess(*resumes)
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err[-3000:]
+    assert fresh_processes.run(*resumes) == 0, fresh_processes.output()[-3000:]
     for name in FAMILIES:
         for how in ("ext", "killed"):
             _assert_same_weights(tmp_path / f"{name}_{how}", references[name])

@@ -4,8 +4,6 @@ import csv
 import gzip
 import re
 import shutil
-import subprocess
-import sys
 import tarfile
 import urllib.error
 from collections import Counter
@@ -51,15 +49,13 @@ def _trained_digits_checkpoint(tmp_path) -> str:
     return str(tmp_path / "checkpoints" / "last.ckpt")
 
 
-def test_test_from_checkpoint_in_a_fresh_process_and_predict_csv(tmp_path):
+def test_test_from_checkpoint_in_a_fresh_process_and_predict_csv(fresh_processes, tmp_path):
     checkpoint = _trained_digits_checkpoint(tmp_path / "fit")
-    result = subprocess.run(
-        [sys.executable, "-m", "lit_tutorial", "test", "--config", str(CONFIGS / "step10_digits.yaml"),
-         "--ckpt_path", checkpoint, *quiet_trainer_args(tmp_path / "test")],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "correct/total" in result.stdout and "Restoring states from the checkpoint" in result.stderr
+    test = ["test", "--config", str(CONFIGS / "step10_digits.yaml"), "--ckpt_path", checkpoint,
+            *quiet_trainer_args(tmp_path / "test")]
+    assert fresh_processes.run(test) == 0, fresh_processes.output()[-2000:]
+    output = fresh_processes.output()
+    assert f"Restoring states from the checkpoint path at {checkpoint}" in output and "correct/total" in output
 
     code, _ = run_cli(["predict", "--config", str(CONFIGS / "step10_digits.yaml"), "--ckpt_path", checkpoint,
                        *quiet_trainer_args(tmp_path / "predict")])
