@@ -3,6 +3,7 @@
     python benchmarks/run.py                      # every workload, the sizes below (about 7 minutes on 2 cores)
     python benchmarks/run.py --quick              # a smaller run (about 2 minutes)
     python benchmarks/run.py --workloads cifar10_b4 --images-b4 4000 --repeats 5
+    python benchmarks/run.py --workloads regression,regression_floor   # beside a Trainer with nothing added
     python benchmarks/run.py --accelerator gpu    # on a CUDA machine; adds the 3-epoch device-resident run
     python benchmarks/run.py --workloads cifar10_b256 --cifar10-args="--model.init_args.channels_last=false"
 
@@ -287,23 +288,45 @@ class LoopTimer(L.Callback):
         return (self.batches - 1) / (self.last - self.first)
 
 
+def _cli(config: str, overrides: tuple[str, ...]):
+    root = tempfile.mkdtemp(dir=RUNS)
+    return make_cli(["--config", str(CONFIGS / f"{config}.yaml"), f"--trainer.default_root_dir={root}",
+                     "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+                     f"--trainer.accelerator={'gpu' if DEVICE.type == 'cuda' else 'cpu'}", *overrides], run=False)
+
+
+def _timed_fit(trainer: L.Trainer, cli) -> Callable[[], int]:
+    trainer.callbacks.append(timer := LoopTimer())
+
+    def run() -> int:
+        trainer.fit(cli.model, cli.datamodule)
+        return trainer.fit_loop.epoch_loop.batch_progress.total.completed
+
+    run.timer = timer
+    return run
+
+
 def project(config: str, *overrides: str) -> Callable[[], Callable[[], int]]:
     """``python -m lit_tutorial fit --config configs/<config>.yaml`` built once per run; only ``fit`` is timed."""
 
     def prepare():
-        root = tempfile.mkdtemp(dir=RUNS)
-        cli = make_cli(["--config", str(CONFIGS / f"{config}.yaml"), f"--trainer.default_root_dir={root}",
-                        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-                        f"--trainer.accelerator={'gpu' if DEVICE.type == 'cuda' else 'cpu'}", *overrides],
-                       run=False)
-        cli.trainer.callbacks.append(timer := LoopTimer())
+        cli = _cli(config, overrides)
+        return _timed_fit(cli.trainer, cli)
 
-        def run() -> int:
-            cli.trainer.fit(cli.model, cli.datamodule)
-            return cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed
+    return prepare
 
-        run.timer = timer
-        return run
+
+def lightning_alone(config: str, *overrides: str) -> Callable[[], Callable[[], int]]:
+    """The step's own LightningModule and data, fit by a Trainer with nothing added (no logger, no checkpoints, no
+    callbacks but the timer): what Lightning's loop itself costs per step, the floor under the project's figure."""
+
+    def prepare():
+        cli = _cli(config, overrides)
+        # The step's own precision (step 1: float64) and accumulation (step 5-1: 8) are part of its work.
+        trainer = L.Trainer(accelerator=cli.trainer.accelerator, precision=cli.trainer.precision,
+                            accumulate_grad_batches=cli.trainer.accumulate_grad_batches, max_epochs=1, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        return _timed_fit(trainer, cli)
 
     return prepare
 
@@ -397,11 +420,13 @@ def main() -> None:
                         (images(10000, 1, 28)[:, 0], torch.arange(10000) % 10))
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; best of {args.regression_repeats} runs "
               f"(regression) or {args.repeats} (images) each")
-        if "regression" in workloads:
-            for step, hand in HAND_REGRESSION.items():
-                rows.append(compare(step, "it/s", 1, lambda h=hand: h(args.iterations),
-                                    project(step, f"--data.init_args.steps={args.iterations}"),
-                                    args.regression_repeats))
+        for workload, side, label in (("regression", project, ""),
+                                      ("regression_floor", lightning_alone, " (Lightning alone)")):
+            if workload in workloads:
+                for step, hand in HAND_REGRESSION.items():
+                    rows.append(compare(step + label, "it/s", 1, lambda h=hand: h(args.iterations),
+                                        side(step, f"--data.init_args.steps={args.iterations}"),
+                                        args.regression_repeats))
         for batch, count in ((4, args.images_b4), (256, args.images_b256)):
             if f"cifar10_b{batch}" in workloads:
                 steps = count // batch

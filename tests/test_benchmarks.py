@@ -37,9 +37,10 @@ def run_benchmark(bench_script, monkeypatch, capsys, *args: str) -> list[list[st
 
 
 def test_benchmark_times_every_regression_step_beside_its_hand_loop(bench_script, monkeypatch, capsys):
-    rows = run_benchmark(bench_script, monkeypatch, capsys,
-                         "--workloads", "regression", "--iterations", "6", "--regression-repeats", "1")
-    assert [row[0] for row in rows] == list(bench_script.HAND_REGRESSION)
+    rows = run_benchmark(bench_script, monkeypatch, capsys, "--workloads", "regression,regression_floor",
+                         "--iterations", "6", "--regression-repeats", "1")
+    steps = list(bench_script.HAND_REGRESSION)
+    assert [row[0] for row in rows] == [*steps, *(f"{step} (Lightning alone)" for step in steps)]
     assert {row[-1] for row in rows} == {"—"}  # under 5 MB either side: no memory ratio from noise
 
 
