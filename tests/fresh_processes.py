@@ -9,6 +9,8 @@ by SIGKILL).
 
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,12 +55,16 @@ class FreshProcesses:
         self._log, self._start = tempfile.TemporaryFile(mode="w+"), 0
         env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         self._server = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self._log, text=True, cwd=cwd, env=env)
+                                        stdout=subprocess.PIPE, stderr=self._log, text=True, cwd=cwd, env=env,
+                                        start_new_session=True)
 
-    def run(self, *commands: list[str]) -> int:
+    def run(self, *commands: list[str], timeout: float = 300) -> int:
         self._start = self._log.seek(0, os.SEEK_END)
         self._server.stdin.write(json.dumps(commands) + "\n")
         self._server.stdin.flush()
+        if not select.select([self._server.stdout], [], [], timeout)[0]:
+            os.killpg(self._server.pid, signal.SIGKILL)  # the server and its children: their own process group
+            raise AssertionError(f"no result after {timeout} s:\n{self.output()[-3000:]}")
         line = self._server.stdout.readline()
         assert line, f"the process server died:\n{self.output()[-3000:]}"
         return int(line)
