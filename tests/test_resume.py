@@ -1,6 +1,7 @@
 """A resumed run ends with the same weights, bit for bit, as a run never interrupted: every config family, every
 resume point a user meets (Ctrl-C mid-epoch, a SIGKILL after an epoch-end save, a finished run extended)."""
 
+import csv
 import random
 from pathlib import Path
 
@@ -28,17 +29,28 @@ def _family_args(name: str, data_dir: Path) -> tuple[list[str], int]:
 
 
 @pytest.fixture(scope="module")
-def references(tiny_vision_root, tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
-    """Each family's final weights after an uninterrupted run of two epochs."""
-    weights = {}
+def references(tiny_vision_root, tmp_path_factory) -> dict[str, Path]:
+    """Each family's uninterrupted run of two epochs: its folder (final weights, CSV logs)."""
+    roots = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("torchvision.datasets.cifar.check_integrity", lambda *a, **k: True)
         for name in FAMILIES:
             straight = tmp_path_factory.mktemp(f"{name}_straight")
             args, _ = _family_args(name, tiny_vision_root)
-            assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *quiet_trainer_args(straight)])[0] == 0
-            weights[name] = _weights(straight)
-    return weights
+            assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *_csv_logger(straight),
+                            *quiet_trainer_args(straight)])[0] == 0
+            roots[name] = straight
+    return roots
+
+
+def _csv_logger(root: Path) -> list[str]:
+    return ["--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={root / 'csv'}"]
+
+
+def _train_accuracy(root: Path) -> dict[int, str]:
+    """``train_acc`` by epoch from each ``metrics.csv`` of the run (an interrupted and a resumed run write one each)."""
+    return {int(row["epoch"]): row["train_acc"] for path in sorted((root / "csv").rglob("metrics.csv"))
+            for row in csv.DictReader(path.open()) if row.get("train_acc")}
 
 
 def _weights(root: Path) -> dict[str, torch.Tensor]:
@@ -47,8 +59,8 @@ def _weights(root: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in checkpoint["state_dict"].items() if isinstance(v, torch.Tensor)}
 
 
-def _assert_same_weights(root: Path, expected: dict[str, torch.Tensor]) -> None:
-    got = _weights(root)
+def _assert_same_weights(root: Path, reference: Path) -> None:
+    got, expected = _weights(root), _weights(reference)
     assert got.keys() == expected.keys()
     different = [key for key in got if not torch.equal(got[key], expected[key])]
     assert not different, f"differ from the uninterrupted run: {different}"
@@ -60,15 +72,20 @@ def _saved_step(root: Path) -> int:
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_ctrl_c_mid_epoch_then_resume(name, references, tiny_vision_root, tmp_path, trust_cifar_files):
+    """Same weights, and for the image families the same training accuracy of the interrupted epoch: its batches
+    before the interrupt count too."""
     args, steps = _family_args(name, tiny_vision_root)
     step = steps + steps // 2 + 1  # in the second epoch, away from its ends
     crashed = tmp_path / "crashed"
     interrupt = ["--trainer.callbacks+=conftest.InterruptAt", f"--trainer.callbacks.step={step}"]
-    assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *interrupt, *quiet_trainer_args(crashed)])[0] == 1
+    assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *interrupt, *_csv_logger(crashed),
+                    *quiet_trainer_args(crashed)])[0] == 1
     assert _saved_step(crashed) == step  # written on the way out, mid-epoch
-    assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", "--ckpt_path", "last",
+    assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", "--ckpt_path", "last", *_csv_logger(crashed),
                     *quiet_trainer_args(crashed)])[0] == 0
     _assert_same_weights(crashed, references[name])
+    if name != "regression":
+        assert _train_accuracy(crashed) == _train_accuracy(references[name])
 
 
 def test_sigkill_and_extension_resume_in_fresh_processes(fresh_processes, references, tiny_vision_root, tmp_path,

@@ -55,8 +55,8 @@ class ImageClassifier(TutorialModule):
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         num_classes = len(class_names)
-        # Training accuracy counts on the device (not saved in checkpoints); validate_args=False on the metrics:
-        # their per-step input checks would cost a host sync on every batch.
+        # Training accuracy counts on the device (a checkpoint carries them, see on_save_checkpoint);
+        # validate_args=False on the metrics: their per-step input checks would cost a host sync on every batch.
         self.register_buffer("_train_correct", torch.zeros((), dtype=torch.int64), persistent=False)
         self._train_seen = 0
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
@@ -86,6 +86,17 @@ class ImageClassifier(TutorialModule):
         self.log("train_acc", self._train_correct / max(self._train_seen, 1), prog_bar=True, sync_dist=True)
         self._train_correct.zero_()
         self._train_seen = 0
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Saved mid-epoch (every 500 steps, Ctrl-C, SIGTERM), the epoch's count so far: a run resumed from it
+        # reports the accuracy of the whole epoch, not only of the batches after the resume. Under DDP a checkpoint
+        # holds rank 0's count, which every process resumes from (each saw as many images).
+        checkpoint["train_accuracy_count"] = {"correct": int(self._train_correct), "seen": self._train_seen}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        count = checkpoint.get("train_accuracy_count", {"correct": 0, "seen": 0})
+        self._train_correct.fill_(count["correct"])
+        self._train_seen = count["seen"]
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
