@@ -392,6 +392,10 @@ def main() -> None:
                         help="batch sizes of the cifar10_3_epochs workload, comma-separated")
     parser.add_argument("--cifar10-args", default="", help="extra CLI arguments for the project's CIFAR10 runs")
     args = parser.parse_args()
+    unknown = set(args.steps.split(",")) - set(HAND_REGRESSION)
+    if unknown:
+        parser.error(f"--steps: no regression step {', '.join(sorted(unknown))}; "
+                     f"choose from {', '.join(HAND_REGRESSION)}")
     global DEVICE, RUNS
     DEVICE = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
     if args.quick:

@@ -60,3 +60,11 @@ def test_benchmark_times_the_image_workloads_beside_the_tutorials_pipeline(bench
                          "--images-b4", "16", "--images-b256", "512", "--mnist-images", "128", "--repeats", "1")
     assert [row[0] for row in rows] == ["cifar10 batch 4", "cifar10 batch 256", "mnist batch 64"]
     assert all(float(row[-1]) > 0 for row in rows)  # DataLoader workers and datasets: measurable memory
+
+
+def test_an_unknown_step_is_named(bench_script, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["run.py", "--workloads", "regression", "--steps", "step2_tensors"])
+    with pytest.raises(SystemExit) as exit_:
+        bench_script.main()
+    assert exit_.value.code == 2
+    assert "--steps: no regression step step2_tensors; choose from step1_warmup," in capsys.readouterr().err
