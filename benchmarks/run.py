@@ -124,6 +124,25 @@ def hand_step1(iterations: int) -> int:
     return iterations
 
 
+def hand_step2(iterations: int) -> int:
+    x, y = _regression_data()
+    w1, w2 = torch.randn(D_IN, H, device=DEVICE), torch.randn(H, D_OUT, device=DEVICE)
+    for _ in range(iterations):
+        h = x.mm(w1)
+        h_relu = h.clamp(min=0)
+        y_pred = h_relu.mm(w2)
+        (y_pred - y).pow(2).sum().item()  # the tutorial prints it
+        grad_y_pred = 2.0 * (y_pred - y)
+        grad_w2 = h_relu.t().mm(grad_y_pred)
+        grad_h_relu = grad_y_pred.mm(w2.t())
+        grad_h = grad_h_relu.clone()
+        grad_h[h < 0] = 0
+        grad_w1 = x.t().mm(grad_h)
+        w1 -= 1e-6 * grad_w1
+        w2 -= 1e-6 * grad_w2
+    return iterations
+
+
 def _hand_autograd(iterations: int, relu) -> int:
     x, y = _regression_data()
     w1 = torch.randn(D_IN, H, device=DEVICE, requires_grad=True)
@@ -185,6 +204,7 @@ def _hand_optimizer(iterations: int, model: nn.Module, make_optimizer, accumulat
 
 HAND_REGRESSION = {
     "step1_warmup": hand_step1,
+    "step2_tensors": hand_step2,
     "step3_autograd": hand_step3,
     "step4_custom_function": hand_step4,
     "step5_nn": hand_step5,
@@ -377,7 +397,7 @@ def main() -> None:
     parser.add_argument("--workloads", default="regression,cifar10_b4,cifar10_b256,mnist")
     parser.add_argument("--iterations", type=int, default=500, help="regression iterations per run (tutorial: 500)")
     parser.add_argument("--steps", default=",".join(HAND_REGRESSION),
-                        help="the regression steps to time, comma-separated (default: all eight)")
+                        help="the regression steps to time, comma-separated (default: all nine)")
     parser.add_argument("--images-b4", type=int, default=8000, help="CIFAR10 training images per run at batch 4")
     parser.add_argument("--images-b256", type=int, default=50000, help="... at batch 256 (50000 = one epoch)")
     parser.add_argument("--mnist-images", type=int, default=6400, help="MNIST training images per run")
