@@ -41,6 +41,9 @@ from lit_tutorial.cli import make_cli  # noqa: E402
 from lit_tutorial.data.formats import write_cifar10, write_mnist  # noqa: E402
 from lit_tutorial.nets import DynamicNet, LeNet, MnistNet, TwoLayerNet, two_layer_sequential  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from sources import tutorial_step2  # noqa: E402
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 N, D_IN, H, D_OUT = 64, 1000, 100, 10
 DEVICE = torch.device("cpu")  # --accelerator gpu: the hand loops run on CUDA, as the tutorial's do
@@ -126,20 +129,8 @@ def hand_step1(iterations: int) -> int:
 
 def hand_step2(iterations: int) -> int:
     x, y = _regression_data()
-    w1, w2 = torch.randn(D_IN, H, device=DEVICE), torch.randn(H, D_OUT, device=DEVICE)
-    for _ in range(iterations):
-        h = x.mm(w1)
-        h_relu = h.clamp(min=0)
-        y_pred = h_relu.mm(w2)
-        (y_pred - y).pow(2).sum().item()  # the tutorial prints it
-        grad_y_pred = 2.0 * (y_pred - y)
-        grad_w2 = h_relu.t().mm(grad_y_pred)
-        grad_h_relu = grad_y_pred.mm(w2.t())
-        grad_h = grad_h_relu.clone()
-        grad_h[h < 0] = 0
-        grad_w1 = x.t().mm(grad_h)
-        w1 -= 1e-6 * grad_w1
-        w2 -= 1e-6 * grad_w2
+    start = {"w1": torch.randn(D_IN, H, device=DEVICE), "w2": torch.randn(H, D_OUT, device=DEVICE)}
+    tutorial_step2(start, x, y, iterations)  # the tutorial's tensor loop, as the parity tests run it
     return iterations
 
 
