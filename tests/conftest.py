@@ -1,5 +1,6 @@
 """Shared test helpers: run the real CLI in-process and record each training step's loss."""
 
+import csv
 import os
 import signal
 import sys
@@ -36,6 +37,23 @@ def quiet_trainer_args(root: Path) -> list[str]:
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
     ]
+
+
+def csv_logger(save_dir: Path) -> list[str]:
+    """CLI flags that log to ``metrics.csv`` files under ``save_dir``."""
+    return ["--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={save_dir}"]
+
+
+def logged(save_dir: Path, name: str, by: str = "step") -> dict[int, float]:
+    """``name`` by step (or epoch) from every ``metrics.csv`` under ``save_dir`` (an interrupted run and its resume
+    write one each), in the order logged; a step (or epoch) logged twice fails."""
+    values: dict[int, float] = {}
+    for path in sorted(save_dir.rglob("metrics.csv")):
+        for row in csv.DictReader(path.open()):
+            if row.get(name):
+                assert int(row[by]) not in values, f"{name} logged twice at {by} {row[by]}"
+                values[int(row[by])] = float(row[name])
+    return values
 
 
 def run_cli(args: list[str], capsys=None) -> tuple[int, str]:

@@ -1,29 +1,12 @@
 """Every training iteration's loss reaches the logs at its iteration number, through Ctrl-C and resume too."""
 
-import csv
 import math
 import re
-from pathlib import Path
 
 import pytest
 
-from conftest import CONFIGS, LossRecorder, quiet_trainer_args, run_cli
+from conftest import CONFIGS, LossRecorder, csv_logger, logged, quiet_trainer_args, run_cli
 from lit_tutorial.cli import make_cli
-
-
-def logged_losses(save_dir: Path) -> dict[int, float]:
-    """``train_loss`` by step from every ``metrics.csv`` under ``save_dir``; a step logged twice fails."""
-    losses: dict[int, float] = {}
-    for path in sorted(save_dir.rglob("metrics.csv")):
-        for row in csv.DictReader(path.open()):
-            if row.get("train_loss"):
-                assert int(row["step"]) not in losses, f"step {row['step']} logged twice"
-                losses[int(row["step"])] = float(row["train_loss"])
-    return losses
-
-
-def csv_logger(save_dir: Path) -> list[str]:
-    return ["--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={save_dir}"]
 
 
 @pytest.mark.parametrize(("config", "steps"), [("step1_warmup", 130), ("step5_1_accumulate", 64)])
@@ -34,9 +17,9 @@ def test_csv_log_holds_every_iteration_loss_at_its_iteration_number(config, step
                     *csv_logger(tmp_path / "logs"), *quiet_trainer_args(tmp_path)], run=False)
     cli.trainer.callbacks.append(recorder := LossRecorder())
     cli.trainer.fit(cli.model, cli.datamodule)
-    logged = logged_losses(tmp_path / "logs")
-    assert list(logged) == list(range(steps))
-    assert list(logged.values()) == recorder.losses  # CSV keeps a float's repr: exact
+    losses = logged(tmp_path / "logs", "train_loss")
+    assert list(losses) == list(range(steps))
+    assert list(losses.values()) == recorder.losses  # CSV keeps a float's repr: exact
     assert cli.trainer.progress_bar_metrics["train_loss"] == recorder.losses[-1]
 
 
@@ -46,15 +29,15 @@ def test_ctrl_c_then_resume_logs_every_iteration_once(tmp_path):
     base = ["fit", "--config", str(CONFIGS / "step8_control_flow.yaml"), "--data.init_args.steps=30",
             "--trainer.max_epochs=2"]
     assert run_cli([*base, *csv_logger(tmp_path / "straight_logs"), *quiet_trainer_args(tmp_path / "straight")])[0] == 0
-    straight = logged_losses(tmp_path / "straight_logs")
+    straight = logged(tmp_path / "straight_logs", "train_loss")
     assert list(straight) == list(range(60))
 
     crashed, logs = tmp_path / "crashed", tmp_path / "crashed_logs"
     interrupt = ["--trainer.callbacks+=conftest.InterruptAt", "--trainer.callbacks.step=17"]
     assert run_cli([*base, *interrupt, *csv_logger(logs), *quiet_trainer_args(crashed)])[0] != 0
-    assert list(logged_losses(logs)) == list(range(17))
+    assert list(logged(logs, "train_loss")) == list(range(17))
     assert run_cli([*base, "--ckpt_path", "last", *csv_logger(logs), *quiet_trainer_args(crashed)])[0] == 0
-    assert logged_losses(logs) == straight
+    assert logged(logs, "train_loss") == straight
 
 
 def test_no_logger_and_fast_dev_run_train(tmp_path):
@@ -82,6 +65,6 @@ def test_a_non_finite_loss_stops_the_run_with_every_loss_before_it_logged(tmp_pa
                          "--model.init_args.optimizer.init_args.lr=1.0e4", *csv_logger(tmp_path / "logs"),
                          *quiet_trainer_args(tmp_path)], capsys)
     batch = int(re.search(r"the loss is \w+ at epoch 0, batch (\d+)", err)[1])
-    logged = logged_losses(tmp_path / "logs")
-    assert code == 2 and batch >= 1 and list(logged) == list(range(batch))
-    assert all(math.isfinite(value) for value in logged.values())
+    losses = logged(tmp_path / "logs", "train_loss")
+    assert code == 2 and batch >= 1 and list(losses) == list(range(batch))
+    assert all(math.isfinite(value) for value in losses.values())

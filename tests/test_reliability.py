@@ -1,6 +1,5 @@
 """Resume after a crash, atomic checkpoints, clear failures, determinism and DDP."""
 
-import csv
 import os
 import random
 import re
@@ -15,7 +14,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import CONFIGS, LossRecorder, quiet_trainer_args, run_cli
+from conftest import CONFIGS, LossRecorder, csv_logger, logged, quiet_trainer_args, run_cli
 from lit_tutorial.checkpointing import AtomicCheckpointIO
 from lit_tutorial.cli import make_cli
 
@@ -160,7 +159,7 @@ def _per_class_rows(stdout: str) -> dict[str, tuple[int, int]]:
 DDP_TEST = ["test", "--config", str(CONFIGS / "step10_mnist.yaml"), "--data.init_args.download=false",
             "--trainer.accelerator=cpu", "--ckpt_path", "initial"]
 DDP_FIT = ["fit", "--config", str(CONFIGS / "step6_optim.yaml"), "--data.init_args.steps=50",
-           "--trainer.accelerator=cpu", "--trainer.logger=CSVLogger", "--trainer.log_every_n_steps=1"]
+           "--trainer.accelerator=cpu", "--trainer.log_every_n_steps=1"]
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +170,7 @@ def ddp_runs(tiny_vision_root, tmp_path_factory) -> dict[str, tuple[Path, subpro
     for name in ("test", "fit"):
         root = tmp_path_factory.mktemp(f"ddp_{name}")
         args = ([*DDP_TEST, f"--data.init_args.data_dir={tiny_vision_root}"] if name == "test"
-                else [*DDP_FIT, f"--trainer.logger.save_dir={root}"])
+                else [*DDP_FIT, *csv_logger(root)])
         runs[name] = root, subprocess.Popen(
             [sys.executable, "-m", "lit_tutorial", *args, "--trainer.strategy=ddp", "--trainer.devices=2",
              *quiet_trainer_args(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
@@ -199,17 +198,11 @@ def test_ddp_two_processes_per_class_test_accuracy_is_exact(ddp_runs, tiny_visio
     assert ddp == _per_class_rows(capsys.readouterr().out)
 
 
-def _logged_losses(root: Path) -> list[float]:
-    (metrics,) = root.rglob("metrics.csv")
-    rows = list(csv.DictReader(metrics.open()))
-    return [float(row["train_loss"]) for row in rows if row.get("train_loss")]
-
-
 def test_ddp_regression_step_equals_one_process(ddp_runs, tmp_path):
     """Every process trains on the same full batch, so averaging their gradients changes nothing: DDP's losses are
     one process's."""
     root, _ = _finished(ddp_runs["fit"])
-    assert run_cli([*DDP_FIT, f"--trainer.logger.save_dir={tmp_path}", *quiet_trainer_args(tmp_path)])[0] == 0
-    single, ddp = _logged_losses(tmp_path), _logged_losses(root)
+    assert run_cli([*DDP_FIT, *csv_logger(tmp_path), *quiet_trainer_args(tmp_path)])[0] == 0
+    single, ddp = (list(logged(path, "train_loss").values()) for path in (tmp_path, root))
     assert len(ddp) == 50 and single[-1] < 0.5 * single[0]  # it trains
     torch.testing.assert_close(torch.tensor(ddp), torch.tensor(single), rtol=1e-6, atol=0)

@@ -1,14 +1,13 @@
 """A resumed run ends with the same weights, bit for bit, as a run never interrupted: every config family, every
 resume point a user meets (Ctrl-C mid-epoch, a SIGKILL after an epoch-end save, a finished run extended)."""
 
-import csv
 import random
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import CONFIGS, quiet_trainer_args, run_cli
+from conftest import CONFIGS, csv_logger, logged, quiet_trainer_args, run_cli
 
 EPOCHS = 2
 # Three families: one fixed batch (regression, DynamicNet's depth generator), LeNet on CIFAR10 (a shuffled order
@@ -37,20 +36,14 @@ def references(tiny_vision_root, tmp_path_factory) -> dict[str, Path]:
         for name in FAMILIES:
             straight = tmp_path_factory.mktemp(f"{name}_straight")
             args, _ = _family_args(name, tiny_vision_root)
-            assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *_csv_logger(straight),
+            assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *csv_logger(straight / "csv"),
                             *quiet_trainer_args(straight)])[0] == 0
             roots[name] = straight
     return roots
 
 
-def _csv_logger(root: Path) -> list[str]:
-    return ["--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={root / 'csv'}"]
-
-
-def _train_accuracy(root: Path) -> dict[int, str]:
-    """``train_acc`` by epoch from each ``metrics.csv`` of the run (an interrupted and a resumed run write one each)."""
-    return {int(row["epoch"]): row["train_acc"] for path in sorted((root / "csv").rglob("metrics.csv"))
-            for row in csv.DictReader(path.open()) if row.get("train_acc")}
+def _train_accuracy(root: Path) -> dict[int, float]:
+    return logged(root / "csv", "train_acc", by="epoch")
 
 
 def _weights(root: Path) -> dict[str, torch.Tensor]:
@@ -78,10 +71,10 @@ def test_ctrl_c_mid_epoch_then_resume(name, references, tiny_vision_root, tmp_pa
     step = steps + steps // 2 + 1  # in the second epoch, away from its ends
     crashed = tmp_path / "crashed"
     interrupt = ["--trainer.callbacks+=conftest.InterruptAt", f"--trainer.callbacks.step={step}"]
-    assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *interrupt, *_csv_logger(crashed),
+    assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *interrupt, *csv_logger(crashed / "csv"),
                     *quiet_trainer_args(crashed)])[0] == 1
     assert _saved_step(crashed) == step  # written on the way out, mid-epoch
-    assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", "--ckpt_path", "last", *_csv_logger(crashed),
+    assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", "--ckpt_path", "last", *csv_logger(crashed / "csv"),
                     *quiet_trainer_args(crashed)])[0] == 0
     _assert_same_weights(crashed, references[name])
     if name != "regression":
@@ -96,7 +89,7 @@ def test_sigkill_and_extension_resume_in_fresh_processes(fresh_processes, refere
     resumes = []
     for name in FAMILIES:
         args, steps = _family_args(name, tiny_vision_root)
-        assert run_cli(["fit", *args, "--trainer.max_epochs=1", *_csv_logger(tmp_path / f"{name}_ext"),
+        assert run_cli(["fit", *args, "--trainer.max_epochs=1", *csv_logger(tmp_path / f"{name}_ext" / "csv"),
                         *quiet_trainer_args(tmp_path / f"{name}_ext")])[0] == 0
         kill = ["--trainer.callbacks+=conftest.InterruptAt",
                 f"--trainer.callbacks.step={steps + random.Random(name).randrange(1, steps)}",
@@ -107,7 +100,7 @@ def test_sigkill_and_extension_resume_in_fresh_processes(fresh_processes, refere
         assert fresh_processes.run(killed) == -9, fresh_processes.output()[-2000:]
         assert _saved_step(tmp_path / f"{name}_killed") == steps  # the epoch-end save, not the kill's
         resumes += [["fit", *args, f"--trainer.max_epochs={EPOCHS}", "--ckpt_path", "last",
-                     *_csv_logger(tmp_path / f"{name}_{how}"), *quiet_trainer_args(tmp_path / f"{name}_{how}")]
+                     *csv_logger(tmp_path / f"{name}_{how}" / "csv"), *quiet_trainer_args(tmp_path / f"{name}_{how}")]
                     for how in ("ext", "killed")]
     # A save killed half-way leaves its temporary file: the next fit into that folder clears it.
     (tmp_path / "cifar10_killed" / "checkpoints" / "last.ckpt.4242.tmp").write_bytes(b"PK\x03\x04 half")
