@@ -18,6 +18,12 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
 
+
+def env_with_tests_on_path() -> dict[str, str]:
+    """The environment for a new Python process that can import from tests/ (e.g. ``conftest.InterruptAt`` named in
+    a command's ``--trainer.callbacks``)."""
+    return {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
 _SERVER = r"""
 import json, os, sys, traceback
 import torchvision
@@ -53,10 +59,9 @@ class FreshProcesses:
 
     def __init__(self, cwd: Path) -> None:
         self._log, self._start = tempfile.TemporaryFile(mode="w+"), 0
-        env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         self._server = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self._log, text=True, cwd=cwd, env=env,
-                                        start_new_session=True)
+                                        stdout=subprocess.PIPE, stderr=self._log, text=True, cwd=cwd,
+                                        env=env_with_tests_on_path(), start_new_session=True)
 
     def run(self, *commands: list[str], timeout: float = 300) -> int:
         self._start = self._log.seek(0, os.SEEK_END)

@@ -1,6 +1,5 @@
 """Resume after a crash, atomic checkpoints, clear failures, determinism and DDP."""
 
-import os
 import random
 import re
 import signal
@@ -13,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from fresh_processes import env_with_tests_on_path
 
 from conftest import CONFIGS, LossRecorder, csv_logger, logged, quiet_trainer_args, run_cli
 from lit_tutorial.checkpointing import AtomicCheckpointIO
 from lit_tutorial.cli import make_cli
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 
 
 def _final_weights(root: Path) -> dict[str, torch.Tensor]:
@@ -57,12 +56,11 @@ def test_sigterm_saves_then_resume_equals_uninterrupted(tmp_path):
     crashed, stop_at = tmp_path / "crashed", random.Random(0).randrange(501, 1000)
     # Torch's two threads per process make two training processes at once crawl on two cores: one after the other.
     assert run_cli(["fit", *long_run, *quiet_trainer_args(tmp_path / "straight")])[0] == 0
-    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     process = subprocess.Popen(
         [sys.executable, "-m", "lit_tutorial", "fit", *long_run, "--trainer.callbacks+=conftest.InterruptAt",
          f"--trainer.callbacks.step={stop_at}", "--trainer.callbacks.how=wait_for_sigterm",
          *quiet_trainer_args(crashed)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        cwd=REPO, env=env_with_tests_on_path(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (crashed / "waiting").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
