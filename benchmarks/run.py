@@ -36,15 +36,14 @@ import torchvision
 from torch import nn
 from torchvision import transforms
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the package, and the tutorial's code the tests compare with
 from lit_tutorial.cli import make_cli  # noqa: E402
 from lit_tutorial.data.formats import write_cifar10, write_mnist  # noqa: E402
 from lit_tutorial.nets import DynamicNet, LeNet, MnistNet, TwoLayerNet, two_layer_sequential  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from sources import tutorial_step2  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = REPO / "configs"
 N, D_IN, H, D_OUT = 64, 1000, 100, 10
 DEVICE = torch.device("cpu")  # --accelerator gpu: the hand loops run on CUDA, as the tutorial's do
 RUNS: Path | None = None  # the project runs' logs and checkpoints: inside main's temp dir, removed with it
