@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_tutorial import plots
 from lit_tutorial.errors import UserError
@@ -142,3 +143,12 @@ class PredictionCSVWriter(BasePredictionWriter):
                 truth = [names[labels[row]]] if labels is not None else []
                 writer.writerow([index, *truth, names[predicted], f"{probability:.6f}"])
         self._labels = []
+
+
+class StopOnSigterm(L.Callback):
+    """Stops ``predict`` on SIGTERM as Lightning's fit and evaluation loops stop themselves; Lightning's predict loop
+    notes the signal but runs on, so a scheduler's stop would otherwise wait for the whole prediction."""
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.received_sigterm:
+            raise SIGTERMException

@@ -1,16 +1,12 @@
-"""Checkpoints that make a run resumable exactly: when to write them, how to write them, and which one a name means.
-
-A run's folder (``trainer.default_root_dir``) holds ``checkpoints/last.ckpt`` (kept current by
-:class:`ResumeCheckpoint`), the image configs' best checkpoint ``checkpoints/best-….ckpt``, the training logs in
-``logs/`` and each evaluation's outputs in ``checkpoints/<checkpoint>-<subcommand>/``.
+"""How a run is saved and found: when checkpoints are written (:class:`ResumeCheckpoint`), how (atomically,
+:class:`AtomicCheckpointIO`) and which file a name such as ``last`` or ``best`` means (:func:`resolve_checkpoint`).
+The folder they live in is ``run_folder.py``'s.
 """
 
-import fcntl
 import json
-import os
 import zipfile
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import lightning as L
 import torch
@@ -20,14 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_tutorial.errors import UserError
 from lit_tutorial.files import atomic_write
-
-# Settings that may differ between a checkpoint's run and the run that resumes or evaluates it: where the data
-# lives and how batches are gathered change no number.
-NEUTRAL_SETTINGS = ("data.init_args.data_dir", "data.init_args.download", "data.init_args.num_workers",
-                    "data.init_args.device_resident", "model.init_args.class_names")
-# What a resumed fit must share with the run it continues, besides the model and the data.
-TRAINER_SETTINGS = ("accumulate_grad_batches", "precision", "gradient_clip_val", "gradient_clip_algorithm")
-SETTINGS_KEY = "lit_tutorial_settings"
+from lit_tutorial.settings import SETTINGS_KEY
 
 
 class ResumeCheckpoint(Checkpoint):
@@ -43,26 +32,15 @@ class ResumeCheckpoint(Checkpoint):
     def __init__(self, every_n_train_steps: int = 500, settings: dict[str, Any] | None = None) -> None:
         self.every_n_train_steps = every_n_train_steps
         self.settings = settings or {}
-        self._saved_step = -1
         self._batches_done = 0
-        self._lock: RunLock | None = None
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit" and trainer.is_global_zero and not trainer.fast_dev_run:
-            lock = RunLock(trainer.default_root_dir)
-            lock.acquire()
-            self._lock = lock
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        #: The step ``last.ckpt`` holds, once this run has written one (for the sentence after an interrupt).
+        self.saved_step: int | None = None
 
     def _save(self, trainer: L.Trainer) -> None:
-        if trainer.fast_dev_run or trainer.sanity_checking or trainer.global_step == self._saved_step:
+        if trainer.fast_dev_run or trainer.sanity_checking or trainer.global_step == self.saved_step:
             return
         trainer.save_checkpoint(checkpoint_dir(trainer.default_root_dir) / "last.ckpt")
-        self._saved_step = trainer.global_step
+        self.saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self._batches_done = batch_idx + 1
@@ -76,10 +54,10 @@ class ResumeCheckpoint(Checkpoint):
         # Only interruptions: a failed run (non-finite loss, a bug) must not overwrite the last good state. Nor
         # in the middle of a gradient-accumulation window, whose gradients a checkpoint cannot hold: the previous
         # checkpoint replays it exactly instead.
+        # Also during the validation at an epoch's end, which runs before the epoch-end save.
         interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
-        if interrupted and trainer.training and not self._mid_window(trainer):
+        if interrupted and trainer.state.fn == "fit" and not self._mid_window(trainer):
             self._save(trainer)
-        self.teardown(trainer, pl_module, "fit")  # Lightning skips teardown after an interrupt
 
     def _mid_window(self, trainer: L.Trainer) -> bool:
         done = self._batches_done
@@ -147,8 +125,9 @@ def resolve_checkpoint(ckpt_path: str, default_root_dir: str | Path) -> tuple[Pa
             names = ", ".join(map(str, found))
             what = f"{len(found)} best checkpoints ({names})" if found else "no best checkpoint"
             raise UserError(
-                f"--ckpt_path best: {folder} holds {what}; the image configs keep one by val_acc during fit, "
-                "so run fit first, or give the path of a checkpoint."
+                f"--ckpt_path best: {folder} holds {what}; fit keeps one by val_acc (image configs with a "
+                "validation split, data.val_size > 0): use --ckpt_path last, run fit first, or give the path of a "
+                "checkpoint."
             )
         path = found[0]
     else:
@@ -178,74 +157,3 @@ def _load_intact(path: Path) -> dict:
             "lit_tutorial fit wrote."
         )
     return checkpoint
-
-
-def flat_settings(config: dict, prefix: str = "") -> dict[str, Any]:
-    """A nested config as ``{"model.init_args.optimizer.init_args.lr": 0.0001, ...}``."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flat_settings(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def check_same_settings(path: Path, checkpoint: dict, settings: dict[str, Any], what: str) -> None:
-    """Refuse when a setting differs from the run that wrote ``checkpoint`` (its settings, if it recorded any).
-
-    ``what`` names the action, e.g. "resume from" or "test": the sentence says how to go on either way.
-    """
-    saved = checkpoint.get(SETTINGS_KEY)
-    if not saved:
-        return
-    before = json.loads(saved)
-    for key in sorted(set(before) | set(settings)):
-        if key.startswith(NEUTRAL_SETTINGS) or key not in settings or key not in before:
-            continue
-        if json.dumps(before[key]) != json.dumps(settings[key]):
-            raise UserError(
-                f"{path} was trained with {key}={before[key]!r} but this command has {settings[key]!r}; to {what} it, "
-                f"use the checkpoint's value (the run's config.yaml has them all), or train a new run with "
-                "another --trainer.default_root_dir."
-            )
-
-
-class RunLock:
-    """Only one ``fit`` at a time may write into a run folder: an exclusive lock on ``<root>/.lock``.
-
-    The operating system drops the lock when its process ends, however it ends, so a killed run never leaves it
-    stuck. Held by the process that writes the checkpoints (global rank 0).
-    """
-
-    def __init__(self, root: str | Path) -> None:
-        self.path = Path(root) / ".lock"
-        self._file: IO | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise UserError(
-                f"another fit is writing into {self.path.parent} (process {holder}); wait for it to finish, "
-                "or give this run its own --trainer.default_root_dir."
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._file = handle
-        # Whatever a killed save left behind: no other process writes here while the lock is held.
-        for stale in checkpoint_dir(self.path.parent).glob("*.tmp"):
-            stale.unlink(missing_ok=True)
-
-    def release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None

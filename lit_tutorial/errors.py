@@ -1,4 +1,18 @@
-"""Errors a user can cause, reported by the CLI as one sentence and a non-zero exit."""
+"""Errors a user can cause, and their translation into one sentence on stderr with exit code 2.
+
+``UserError`` is raised by the project wherever a config, a file or the data is wrong. Errors raised by
+jsonargparse (the command line and config files) and by Lightning (Trainer settings) are translated here too;
+anything else is a bug and keeps its traceback.
+"""
+
+import re
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import yaml
+from lightning.pytorch.cli import LightningArgumentParser
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 
 class UserError(Exception):
@@ -11,8 +25,116 @@ def require_positive(name: str, value: float) -> None:
         raise UserError(f"{name} must be > 0, got {value!r}; set it to a positive value in the config.")
 
 
-
 def require_seed(name: str, value: int) -> None:
     """A seed torch's generators take, with room for the per-epoch offsets added to it."""
     if not 0 <= value < 2**32:
         raise UserError(f"{name} must be between 0 and {2**32 - 1}, got {value}; pick another seed.")
+
+
+def exit_with(message: str) -> NoReturn:
+    print(f"lit_tutorial: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+# jsonargparse explains a bad value against every member of ``Union[Class, None]``; these lines are that noise.
+_NOISE = re.compile(
+    r"Does not validate against any of the Union subtypes|^Subtypes:|^Errors:|Expected a <class 'NoneType'>"
+    r"|^Given value( type)?:"
+)
+
+
+def one_sentence(message: object) -> str:
+    lines = [line.strip(" -") for line in str(message).splitlines()]
+    return " ".join(line for line in lines if line and not _NOISE.search(line))
+
+
+def sentence(message: str, then: str) -> str:
+    """``message`` then ``then``, with one period between them however ``message`` ends."""
+    return f"{message.rstrip().rstrip('.')}. {then}"
+
+
+class ShortErrorParser(LightningArgumentParser):
+    """Reports a config error as one line instead of the usage screen."""
+
+    # The command line being parsed, set by the CLI: a missing model is explained by the configs given.
+    given_args: list[str] | None = None
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        missing = re.search(r"arguments are required: (\w+)\.(data|model)\b", message)
+        if missing and self.given_args is not None:
+            exit_with(_no_step_config(missing.group(1), self.given_args))
+        exit_with(sentence(one_sentence(message), "Run with --help to see the accepted keys and types."))
+
+
+def user_error_in(error: BaseException) -> UserError | None:
+    """The user's mistake behind ``error`` as one sentence: our own UserError, a Trainer setting Lightning rejects,
+    or a package that a class or option chosen in the config needs; jsonargparse may have wrapped it while
+    instantiating classes, so the whole chain of causes and contexts is searched. ``None``: a bug."""
+    chain, seen = [], error
+    while seen is not None and len(chain) < 20:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    # jsonargparse names the class it failed to build (e.g. ``--trainer.logger=WandbLogger``).
+    named = next((m for e in chain if (m := re.search(r"given class_path '([\w.]+)'", str(e)))), None)
+    for seen in chain:
+        if isinstance(seen, UserError):
+            return seen
+        if isinstance(seen, MisconfigurationException):
+            return UserError(f"trainer: {one_sentence(seen).rstrip('.')}; fix that setting in the config.")
+        if isinstance(seen, ImportError) and named is not None:
+            what = named.group(1).rsplit(".", 1)[-1]
+            reason = re.sub(r"\.?\s*HINT: Try running", "; install it with", str(seen).strip())
+            return UserError(f"{what} needs a package that is not installed: {reason}, then run again.")
+        if isinstance(seen, ModuleNotFoundError):  # e.g. an accelerator whose package is missing
+            return UserError(f"an option in the config needs a package this environment lacks "
+                             f"({one_sentence(seen).rstrip('.')}); install it, or drop that option.")
+    return None
+
+
+# --- config files, read before jsonargparse so that their mistakes are named with the file ----------------------
+def config_paths(args: list[str]) -> list[str]:
+    """The files given with ``--config``/``-c`` on a command line, in order."""
+    paths = [value for flag, value in zip(args, args[1:], strict=False) if flag in ("-c", "--config")]
+    return paths + [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+
+
+def check_config_files(args: list[str]) -> None:
+    """An empty or malformed YAML file, named with its line; an overlay given before (or without) a step config."""
+    contents = []
+    for path in map(Path, config_paths(args)):
+        if not path.is_file():
+            continue  # jsonargparse names a missing file itself
+        try:
+            content = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or "unreadable"
+            raise UserError(f"config file {path} is not valid YAML{where} ({problem}); fix it there.") from None
+        if not isinstance(content, dict):
+            raise UserError(f"config file {path} holds no settings; pass one of the step configs in configs/.")
+        contents.append((path, content))
+    steps = [i for i, (_, content) in enumerate(contents) if "model" in content]
+    overlays = [path for path, content in contents[: steps[0] if steps else len(contents)]
+                if "data" in content and "class_path" not in content["data"]]
+    if overlays and args:
+        raise UserError(_no_step_config(args[0], args, overlay=str(overlays[0])))
+
+
+def _no_step_config(subcommand: str, args: list[str], overlay: str | None = None) -> str:
+    """Why no model or data was given, as one sentence: no config at all, or an overlay without a step config."""
+    configs = config_paths(args)
+    example = f"lit-tutorial {subcommand} --config configs/step6_optim.yaml"
+    if overlay is None and configs and not any(_has_model(path) for path in configs):
+        overlay = configs[-1]
+    if overlay is not None:
+        return f"{overlay} is an overlay: stack it after a step config, e.g. {example} --config {overlay}."
+    return f"{subcommand} needs a step config: pass one of configs/, e.g. {example}."
+
+
+def _has_model(config: str) -> bool:
+    try:
+        content = yaml.safe_load(Path(config).read_text())
+    except (OSError, yaml.YAMLError):
+        return True  # not ours to judge: the parser names an unreadable file itself
+    return isinstance(content, dict) and "model" in content

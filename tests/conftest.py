@@ -181,3 +181,32 @@ class PoisonWeightsAt(L.Callback):
             with torch.no_grad():
                 for parameter in pl_module.parameters():
                     parameter.fill_(float("nan"))
+
+
+class SignalAt(L.Callback):
+    """Sends ``signal`` (``SIGTERM``, as a scheduler does, or ``SIGINT``, Ctrl-C) to this process after batch
+    ``batch`` of ``stage`` (``train``, ``validation`` -- the sanity check's too --, ``test`` or ``predict``), once."""
+
+    def __init__(self, stage: str, batch: int = 0, signal: str = "SIGTERM", sanity_check: bool = False) -> None:
+        self.stage, self.batch, self.signal, self.sanity_check = stage, batch, signal, sanity_check
+        self.sent = False
+
+    def _maybe_send(self, trainer, stage: str, batch_idx: int) -> None:
+        if stage == self.stage and batch_idx == self.batch and not self.sent \
+                and trainer.sanity_checking == self.sanity_check:
+            self.sent = True
+            if self.signal == "SIGINT":  # what Python's own SIGINT handler does (Lightning may have set it to ignore)
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), getattr(signal, self.signal))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._maybe_send(trainer, "train", batch_idx)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._maybe_send(trainer, "validation", batch_idx)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._maybe_send(trainer, "test", batch_idx)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._maybe_send(trainer, "predict", batch_idx)

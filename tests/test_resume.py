@@ -112,3 +112,26 @@ def test_sigkill_and_extension_resume_in_fresh_processes(fresh_processes, refere
             if name != "regression":  # the epoch after the resume counts its own images only
                 assert _train_accuracy(tmp_path / f"{name}_{how}")[1] == _train_accuracy(references[name])[1]
     assert not list((tmp_path / "cifar10_killed" / "checkpoints").glob("*.tmp"))
+
+
+# Every config: a run extended from its epoch-end checkpoint equals the run trained straight through. The families
+# above cover the interrupt points; this covers each config's own model, data and settings record.
+EVERY_CONFIG = sorted(path.stem for path in CONFIGS.glob("step*.yaml"))
+
+
+@pytest.mark.parametrize("config", EVERY_CONFIG)
+def test_every_config_can_be_extended_exactly(config, tiny_vision_root, tmp_path, trust_cifar_files):
+    path = CONFIGS / f"{config}.yaml"
+    args = ["--config", str(path)]
+    if "data_dir" in path.read_text():
+        args += [f"--data.init_args.data_dir={tiny_vision_root}", "--data.init_args.download=false",
+                 "--data.init_args.val_size=8", "--data.init_args.batch_size=8"]
+    elif "DigitsDataModule" in path.read_text():
+        args += ["--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1"]
+    else:
+        args += ["--data.init_args.steps=16"]
+    assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *quiet_trainer_args(tmp_path / "straight")])[0] == 0
+    assert run_cli(["fit", *args, "--trainer.max_epochs=1", *quiet_trainer_args(tmp_path / "resumed")])[0] == 0
+    assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", "--ckpt_path", "last",
+                    *quiet_trainer_args(tmp_path / "resumed")])[0] == 0
+    _assert_same_weights(tmp_path / "resumed", tmp_path / "straight")

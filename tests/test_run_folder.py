@@ -1,9 +1,13 @@
 """A run's folder: no command destroys a checkpoint it did not write, one fit at a time, evaluations need trained
 weights and match the checkpoint's settings, ``last``/``best`` resolve, every written file is named at the end."""
 
+import errno
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -138,3 +142,167 @@ def test_resuming_an_image_run_with_another_batch_size_is_refused(digits_run, ca
                          "last", *quiet_trainer_args(digits_run)], capsys)
     assert code == 2 and "was trained with data.init_args.batch_size=64 but this command has 32" in _error_line(err)
     assert _files(digits_run) == before
+
+
+# --- the folder's owner decides, locks, checks, and only then deletes or writes -------------------------------------
+@pytest.fixture
+def held_lock(tmp_path):
+    """Another process holding a run folder's lock, as a running fit does (plain flock: no imports to wait for)."""
+    holders = []
+
+    def hold(root: Path) -> None:
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+             "fcntl.flock(f, fcntl.LOCK_EX); f.truncate(0); f.write('4242'); f.flush(); print('held', flush=True); time.sleep(600)",
+             str(root / ".lock")], stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "held"
+        holders.append(holder)
+
+    yield hold
+    for holder in holders:
+        holder.kill()
+        holder.wait()
+
+
+def test_nothing_is_deleted_or_rewritten_while_another_fit_holds_the_folder(tmp_path, held_lock, capsys):
+    assert run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)])[0] == 0
+    held_lock(tmp_path)
+    before = _files(tmp_path)
+    for extra in (["--overwrite=true"], ["--overwrite"], ["--ckpt_path", "last", "--trainer.max_epochs=2"]):
+        code, err = run_cli(["fit", *STEP6, *extra, *quiet_trainer_args(tmp_path)], capsys)
+        assert code == 2 and "another fit is writing into" in _error_line(err) and "4242" in err, extra
+        assert _files(tmp_path) == before, extra  # checkpoints, logs and logs/config.yaml untouched
+
+
+def test_a_continuation_of_another_run_never_replaces_this_one(tmp_path, capsys):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for root in (a, b):
+        assert run_cli(["fit", *STEP6, *quiet_trainer_args(root)])[0] == 0
+    before = _files(b)
+    continue_a = ["fit", *STEP6, "--trainer.max_epochs=2", "--ckpt_path", str(a / "checkpoints" / "last.ckpt")]
+    code, err = run_cli([*continue_a, *quiet_trainer_args(b)], capsys)
+    assert code == 2 and f"{b} holds the checkpoints of another run" in _error_line(err)
+    assert _files(b) == before
+    assert run_cli([*continue_a, *quiet_trainer_args(c)])[0] == 0  # into a folder of its own, it may
+    assert torch.load(c / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
+
+
+@pytest.mark.parametrize("subcommand", ["test", "predict", "validate"])
+def test_an_evaluation_never_deletes(subcommand, digits_run, capsys):
+    before = _files(digits_run)
+    for extra, says in ((["--ckpt_path=", "--overwrite=true"], "--ckpt_path is empty"),
+                        (["--ckpt_path=last", "--overwrite=true"], "--overwrite is for fit"),
+                        (["--ckpt_path=auto"], "--ckpt_path auto is for fit")):
+        code, err = run_cli([subcommand, *DIGITS, *extra, *quiet_trainer_args(digits_run)], capsys)
+        assert code == 2 and says in _error_line(err), extra
+        assert _files(digits_run) == before
+
+
+def test_overwrite_and_ckpt_path_together_are_refused(tmp_path, capsys):
+    assert run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)])[0] == 0
+    before = _files(tmp_path)
+    code, err = run_cli(["fit", *STEP6, "--ckpt_path", "last", "--overwrite", *quiet_trainer_args(tmp_path)], capsys)
+    assert code == 2 and "pass only one of them" in _error_line(err)
+    assert _files(tmp_path) == before
+
+
+def test_the_choices_the_refusal_names_work_as_typed(tmp_path, capsys):
+    """Each choice the used-folder sentence offers, typed exactly as the sentence spells it."""
+    assert run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)])[0] == 0
+    line = _error_line(run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)], capsys)[1])
+    for choice, extra in (("--ckpt_path last", ["--trainer.max_epochs=2"]),
+                          ("--ckpt_path auto", ["--trainer.max_epochs=3"]), ("--overwrite", [])):
+        assert choice in line.replace("last (or auto)", "last").replace("--ckpt_path last", "--ckpt_path last "
+                                                                         "--ckpt_path auto")
+        assert run_cli(["fit", *STEP6, *extra, *choice.split(), *quiet_trainer_args(tmp_path)])[0] == 0, choice
+        step = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+        assert step == {"--ckpt_path last": 40, "--ckpt_path auto": 60, "--overwrite": 20}[choice]
+    other = tmp_path / "other"
+    assert run_cli(["fit", *STEP6, *quiet_trainer_args(other)])[0] == 0  # --trainer.default_root_dir
+
+
+def test_an_overlay_before_or_without_a_step_config_is_one_sentence(tmp_path, capsys):
+    fast = str(CONFIGS / "overlays" / "fast.yaml")
+    step = str(CONFIGS / "step10_digits.yaml")
+    for configs in (["--config", fast], ["--config", fast, "--config", step]):
+        code, err = run_cli(["fit", *configs, *quiet_trainer_args(tmp_path)], capsys)
+        assert code == 2 and f"{fast} is an overlay: stack it after a step config" in _error_line(err)
+    assert not tmp_path.exists() or not list(tmp_path.iterdir())
+
+
+def test_settings_equal_to_their_defaults_are_no_change(tmp_path, capsys):
+    assert run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)])[0] == 0
+    same = ["--trainer.precision=32-true", "--trainer.gradient_clip_val=0", "--trainer.accumulate_grad_batches=1",
+            "--trainer.gradient_clip_algorithm=norm"]
+    assert run_cli(["fit", *STEP6, *same, "--trainer.max_epochs=2", "--ckpt_path", "last",
+                    *quiet_trainer_args(tmp_path)])[0] == 0
+    assert run_cli(["fit", *STEP6, "--trainer.precision=32", "--trainer.max_epochs=3", "--ckpt_path", "last",
+                    *quiet_trainer_args(tmp_path)])[0] == 0
+
+
+@pytest.mark.parametrize(("trained", "resumed", "key"), [
+    ([], ["--model.init_args.lr_scheduler=torch.optim.lr_scheduler.StepLR",
+          "--model.init_args.lr_scheduler.step_size=1"], "model.init_args.lr_scheduler.class_path"),
+    (["--model.init_args.lr_scheduler=torch.optim.lr_scheduler.StepLR", "--model.init_args.lr_scheduler.step_size=1"],
+     ["--model.init_args.lr_scheduler=null"], "model.init_args.lr_scheduler.class_path"),
+])
+def test_a_setting_added_or_dropped_on_resume_is_a_change(trained, resumed, key, tmp_path, capsys):
+    assert run_cli(["fit", *DIGITS, *trained, *quiet_trainer_args(tmp_path)])[0] == 0
+    code, err = run_cli(["fit", *DIGITS, *resumed, "--trainer.max_epochs=2", "--ckpt_path", "last",
+                         *quiet_trainer_args(tmp_path)], capsys)
+    assert code == 2 and f"was trained with {key}=" in _error_line(err)
+
+
+def test_an_evaluation_uses_the_normalisation_it_was_trained_with(digits_run, capsys):
+    before = _files(digits_run)
+    code, err = run_cli(["predict", *DIGITS, "--ckpt_path", "last", "--data.init_args.mean=[0.5]",
+                         "--data.init_args.std=[0.5]", *quiet_trainer_args(digits_run)], capsys)
+    assert code == 2 and "was trained with data.init_args.mean=None but this command has [0.5]" in _error_line(err)
+    assert _files(digits_run) == before
+
+
+def test_a_checkpoint_edited_by_hand_is_refused(digits_run, tmp_path, capsys):
+    checkpoint = torch.load(digits_run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["channels_last"] = False
+    torch.save(checkpoint, tmp_path / "edited.ckpt")
+    code, err = run_cli(["test", *DIGITS, "--ckpt_path", str(tmp_path / "edited.ckpt"),
+                         *quiet_trainer_args(tmp_path / "out")], capsys)
+    assert code == 2 and "model.init_args.channels_last=False" in _error_line(err) and "edited" in err
+
+
+def test_an_evaluation_beside_a_read_only_checkpoint_says_what_helps(digits_run, monkeypatch, capsys):
+    real_mkdir = Path.mkdir
+
+    def read_only(path, *args, **kwargs):
+        if path.parent == digits_run / "checkpoints":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)  # tests run as root, which chmod does not stop
+    code, err = run_cli(["test", *DIGITS, "--ckpt_path", "last", *quiet_trainer_args(digits_run)], capsys)
+    line = _error_line(err)
+    assert code == 2 and "Permission denied" in line and "copy the checkpoint into a folder you can write" in line
+    assert "default_root_dir" not in line
+
+
+def test_best_without_a_validation_split_points_to_last(tmp_path, capsys):
+    no_val = [*DIGITS, "--data.init_args.val_size=0"]
+    assert run_cli(["fit", *no_val, *quiet_trainer_args(tmp_path)])[0] == 0
+    code, err = run_cli(["test", *no_val, "--ckpt_path", "best", *quiet_trainer_args(tmp_path)], capsys)
+    line = _error_line(err)
+    assert code == 2 and "data.val_size > 0" in line and "--ckpt_path last" in line
+    assert run_cli(["test", *no_val, "--ckpt_path", "last", *quiet_trainer_args(tmp_path)])[0] == 0
+
+
+class FailsAtFitStart(L.Callback):
+    """A bug in a callback, before any training step."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        raise RuntimeError("a bug")
+
+
+def test_a_command_that_fails_with_a_traceback_leaves_nothing_behind(tmp_path):
+    root = tmp_path / "new"
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_cli(["fit", *STEP6, "--trainer.callbacks+=test_run_folder.FailsAtFitStart", *quiet_trainer_args(root)])
+    assert not root.exists()

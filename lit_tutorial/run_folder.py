@@ -1,0 +1,281 @@
+"""The one owner of a run's folder (``trainer.default_root_dir``): what is in it, and each command's part in it.
+
+    runs/<step>/
+    ├── checkpoints/last.ckpt, best-….ckpt     fit (ResumeCheckpoint, ModelCheckpoint)
+    ├── checkpoints/<ckpt>-<subcommand>[-N]/   an evaluation of <ckpt>: validate, test, predict, export
+    ├── initial-<subcommand>[-N]/              an evaluation of the untrained weights (--ckpt_path initial)
+    ├── logs/                                  fit: loggers and config.yaml; a resumed fit continues here
+    └── .lock                                  held by the fit writing here
+
+:func:`open_run_folder` decides in a fixed order: read the command, take the lock (fit), check the folder and the
+checkpoint, and only then delete (``--overwrite``) or create anything. A refusal therefore leaves the folder as it
+was, and an evaluation never deletes.
+"""
+
+import errno
+import fcntl
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import lightning as L
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lit_tutorial.checkpointing import ResumeCheckpoint, checkpoint_dir, resolve_checkpoint
+from lit_tutorial.errors import UserError
+from lit_tutorial.settings import EVALUATION_SETTINGS, check_same_settings
+
+EVALUATIONS = ("validate", "test", "predict", "export")
+LOGS = "logs"
+
+
+@dataclass
+class RunFolder:
+    """What a command was given of its folder: where it writes (``out``), the checkpoint it starts from, the lock
+    it holds and the folders it made (removed again by :meth:`undo` if it fails before training anything)."""
+
+    root: Path
+    out: Path
+    ckpt_path: str | None = None
+    made: list[Path] = field(default_factory=list)
+    lock: "RunLock | None" = None
+
+    def undo(self) -> None:
+        for folder in reversed(self.made):
+            shutil.rmtree(folder, ignore_errors=True)
+        self.made = []
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+@dataclass
+class CommandRecord:
+    """What a command has done so far, for ``main`` to report when it is stopped or to undo when it fails."""
+
+    subcommand: str | None = None
+    folder: RunFolder | None = None
+    trainer: L.Trainer | None = None
+
+    def undo(self) -> None:
+        """Remove the folders this command made, unless it is a fit that has trained (its logs are the user's)."""
+        trained = self.trainer is not None and self.trainer.global_step > 0
+        if self.folder is not None and not (self.subcommand == "fit" and trained):
+            self.folder.undo()
+
+    def release(self) -> None:
+        if self.folder is not None:
+            self.folder.release()
+
+    def after_sigterm(self) -> str:
+        """What a SIGTERM left behind and how to go on, as the rest of a sentence."""
+        if self.subcommand != "fit":
+            self.undo()
+            return f"{self.subcommand} did not finish and wrote nothing; run the same command again."
+        last = checkpoint_dir(self.folder.root) / "last.ckpt"
+        if not last.is_file():
+            self.undo()
+            return "no checkpoint had been written yet, so there is nothing to continue: run the same command again."
+        saved = next((c.saved_step for c in self.trainer.callbacks if isinstance(c, ResumeCheckpoint)), None)
+        if saved != self.trainer.global_step:  # mid-accumulation: the window is replayed from the last save
+            saved = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+        return (f"{last} holds the state at optimizer step {saved}: rerun the same command with --ckpt_path last "
+                "(or auto) to continue.")
+
+
+def open_run_folder(subcommand: str, root: Path, ckpt_path: str | None, overwrite: bool, settings: dict,
+                    writes: bool, fast_dev_run: bool = False) -> RunFolder:
+    """Decide, lock, check, then delete or create: see the module's docstring. ``writes`` is false in DDP's extra
+    processes, which see rank 0's folder and write nothing of their own."""
+    if root.exists() and not root.is_dir():
+        raise UserError(f"trainer.default_root_dir {root} is a file; give a folder for the run.")
+    if ckpt_path == "":
+        raise UserError("--ckpt_path is empty; give last, best, auto, initial (evaluations) or the path of a "
+                        ".ckpt file, or leave the option out.")
+    if subcommand in EVALUATIONS:
+        return _evaluation(subcommand, root, ckpt_path, overwrite, settings, writes)
+    if overwrite and fast_dev_run:
+        raise UserError("--overwrite deletes a run but --trainer.fast_dev_run writes nothing in its place; drop "
+                        "--overwrite for a smoke test.")
+    folder = RunFolder(root, root / LOGS)
+    if writes and not fast_dev_run:
+        folder.made = [p for p in (root, *root.parents) if not p.exists()][-1:]
+        folder.lock = RunLock(root)
+        folder.lock.acquire()  # before anything is checked against the folder, deleted or written into it
+    try:
+        folder.ckpt_path = _fit_checkpoint(root, ckpt_path, overwrite, settings, fast_dev_run)
+        if overwrite and writes:
+            for old in (checkpoint_dir(root), root / LOGS):
+                shutil.rmtree(old, ignore_errors=True)
+        if writes:
+            _make(folder, folder.out, "give a --trainer.default_root_dir that you can write to")
+    except BaseException:
+        folder.release()
+        folder.undo()
+        raise
+    return folder
+
+
+def _fit_checkpoint(root: Path, ckpt_path: str | None, overwrite: bool, settings: dict,
+                    fast_dev_run: bool) -> str | None:
+    """The checkpoint a fit starts from, if any, once the folder may take this run."""
+    if ckpt_path == "initial":
+        raise UserError("--ckpt_path initial is for evaluations (validate, test, predict); fit starts from the "
+                        "initial weights without --ckpt_path.")
+    if overwrite and ckpt_path is not None:
+        raise UserError("--overwrite starts a new run and --ckpt_path continues one; pass only one of them.")
+    if ckpt_path == "auto":
+        ckpt_path = newest_checkpoint(root)
+    if ckpt_path is not None:
+        path, checkpoint = resolve_checkpoint(ckpt_path, root)
+        if not _is_inside(path, root) and holds_a_run(root):  # continuing another run here would replace this one
+            raise UserError(f"{root} holds the checkpoints of another run, and {path} is not one of them; give the "
+                            "continuation its own --trainer.default_root_dir.")
+        check_same_settings(path, checkpoint, settings, "resume from")
+        return str(path)
+    if holds_a_run(root) and not overwrite and not fast_dev_run:
+        raise UserError(
+            f"{root} holds the checkpoints of an earlier run; continue it with --ckpt_path last (or auto), give "
+            "this run another --trainer.default_root_dir, or pass --overwrite to delete that run's checkpoints and "
+            "logs first."
+        )
+    return None
+
+
+def _evaluation(subcommand: str, root: Path, ckpt_path: str | None, overwrite: bool, settings: dict,
+                writes: bool) -> RunFolder:
+    if overwrite:
+        raise UserError(f"--overwrite is for fit; {subcommand} never deletes anything (each evaluation writes a "
+                        "folder of its own): drop it.")
+    if ckpt_path == "auto":
+        raise UserError(f"--ckpt_path auto is for fit (it starts afresh when there is nothing to continue); "
+                        f"{subcommand} needs last, best or the path of a .ckpt file.")
+    if ckpt_path is None:
+        raise UserError(f"{subcommand} needs trained weights: pass --ckpt_path last, best or a .ckpt file (or "
+                        "--ckpt_path initial to score the untrained initial weights on purpose).")
+    if ckpt_path == "initial":
+        folder = RunFolder(root, root / f"initial-{subcommand}")
+        hint = "give a --trainer.default_root_dir that you can write to"
+    else:
+        path, checkpoint = resolve_checkpoint(ckpt_path, root)
+        check_same_settings(path, checkpoint, settings, subcommand, only=EVALUATION_SETTINGS)
+        folder = RunFolder(root, path.parent / f"{path.stem}-{subcommand}", ckpt_path=str(path))
+        hint = "its outputs go beside the checkpoint: copy the checkpoint into a folder you can write to and pass that"
+    if writes:  # each evaluation its own folder: another's outputs are never replaced
+        base, n = folder.out, 2
+        while not _make(folder, folder.out, hint, exist_ok=False):
+            folder.out, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return folder
+
+
+def _make(folder: RunFolder, path: Path, hint: str, exist_ok: bool = True) -> bool:
+    """Make ``path`` and the folders above it that are missing, recording the topmost of those in ``folder.made``;
+    False if ``path`` exists and ``exist_ok`` is false."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        return False
+    except OSError as error:
+        reason = "a name in it is too long" if error.errno == errno.ENAMETOOLONG else error.strerror
+        raise UserError(f"cannot create {path} ({reason}); {hint}.") from None
+    if missing and not any(missing[-1].is_relative_to(made) for made in folder.made):
+        folder.made.append(missing[-1])
+    return True
+
+
+def holds_a_run(root: Path) -> bool:
+    """A checkpoint of a fit is in the folder: ``last``/``best`` or one Lightning saved for a SLURM requeue."""
+    return any(checkpoint_dir(root).glob("*.ckpt")) or any(root.glob("hpc_ckpt_*.ckpt"))
+
+
+def newest_checkpoint(root: Path) -> str | None:
+    """``--ckpt_path auto``: the run's newest resumable checkpoint, ``last.ckpt`` or Lightning's SLURM-requeue
+    ``hpc_ckpt_N.ckpt``, or ``None`` when the folder holds no run (a job script's first start)."""
+    found = [p for p in (checkpoint_dir(root) / "last.ckpt", *root.glob("hpc_ckpt_*.ckpt")) if p.is_file()]
+    if not found and holds_a_run(root):
+        raise UserError(f"--ckpt_path auto: {root} holds checkpoints but no last.ckpt to continue from; give the "
+                        "path of a checkpoint, or another --trainer.default_root_dir.")
+    return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
+
+
+def _is_inside(path: Path, root: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+
+
+class RunLock:
+    """Only one ``fit`` at a time may write into a run folder: an exclusive lock on ``<root>/.lock``.
+
+    The operating system drops the lock when its process ends, however it ends, so a killed run never leaves it
+    stuck. Held by the process the user started (DDP's global rank 0).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.path = Path(root) / ".lock"
+        self._file: IO | None = None
+
+    def acquire(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")
+        except OSError as error:
+            reason = "a name in it is too long" if error.errno == errno.ENAMETOOLONG else error.strerror
+            raise UserError(f"cannot create {self.path.parent} ({reason}); give a --trainer.default_root_dir that "
+                            "you can write to.") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(
+                f"another fit is writing into {self.path.parent} (process {holder}); wait for it to finish, "
+                "or give this run its own --trainer.default_root_dir."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+        # Whatever a killed save left behind: no other process writes here while the lock is held.
+        for stale in checkpoint_dir(self.path.parent).glob("*.tmp"):
+            stale.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+# Where a logger writes unless told: the command's folder (``logs/`` for fit, the evaluation's folder otherwise). A
+# placeholder at parse time, filled once the folder is known; a logger picked with ``--trainer.logger=CSVLogger``
+# keeps it, so it needs no ``save_dir`` of its own.
+RUN_DIR = "<trainer.default_root_dir>"
+# TensorBoard, without the ``hp_metric = -1`` it logs by default when no metric is named as the run's result.
+DEFAULT_LOGGER = {
+    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+    "init_args": {"save_dir": RUN_DIR, "default_hp_metric": False},
+}
+
+
+def point_loggers_at(trainer: Namespace, out: Path) -> None:
+    """Point every logger whose ``save_dir`` is still :data:`RUN_DIR` at ``out`` itself (no version folders)."""
+    loggers = trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if isinstance(logger, Namespace) and logger.get("init_args.save_dir") == RUN_DIR:
+            logger.init_args.save_dir = str(out.parent)
+            if logger.class_path.rsplit(".", 1)[-1] in ("TensorBoardLogger", "CSVLogger"):
+                logger.init_args.name, logger.init_args.version = "", out.name
+
+
+def default_logger(logger, out: Path):
+    """The trainer's logger; ``logger: true`` (Lightning's own default) means TensorBoard in ``out`` too."""
+    if logger is None or logger is True:
+        return TensorBoardLogger(save_dir=out.parent, name="", version=out.name, default_hp_metric=False)
+    return logger
