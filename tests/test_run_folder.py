@@ -153,7 +153,8 @@ def held_lock(tmp_path):
     def hold(root: Path) -> None:
         holder = subprocess.Popen(
             [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
-             "fcntl.flock(f, fcntl.LOCK_EX); f.truncate(0); f.write('4242'); f.flush(); print('held', flush=True); time.sleep(600)",
+             "fcntl.flock(f, fcntl.LOCK_EX); f.truncate(0); f.write('4242'); f.flush(); print('held', flush=True); "
+             "time.sleep(600)",
              str(root / ".lock")], stdout=subprocess.PIPE, text=True)
         assert holder.stdout.readline().strip() == "held"
         holders.append(holder)
