@@ -37,6 +37,7 @@ from lit_tutorial.checkpointing import (
     flat_settings,
     resolve_checkpoint,
 )
+from lit_tutorial.console import describe_subcommands, quiet_known_noise
 from lit_tutorial.errors import UserError, require_positive
 
 EVALUATIONS = ("validate", "test", "predict")
@@ -110,6 +111,7 @@ class LitTutorialCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         parser.given_args = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else None
+        describe_subcommands(parser)
         super().parse_arguments(parser, args)
         # Runs before LightningCLI itself opens the checkpoint and copies the model's saved hyper-parameters over
         # the config (its ``_parse_ckpt_path``): what the user typed is checked against the checkpoint first, so
@@ -423,6 +425,7 @@ def make_cli(args: list[str] | None = None, run: bool = True, record: RunRecord 
 def main(args: list[str] | None = None) -> None:
     """Run ``fit``/``validate``/``test``/``predict``; a user error ends as one sentence on stderr and exit code 2,
     and the folders the command made are removed again if it failed before any optimizer step."""
+    quiet_known_noise()
     record = RunRecord()
     try:
         _check_config_files(sys.argv[1:] if args is None else args)
