@@ -19,7 +19,7 @@ class FastHookNameMixin(L.LightningModule):
 
     Lightning sets ``_current_fx_name`` before and after every hook call, about 40 times a training step. Through
     ``nn.Module.__setattr__`` (which checks whether the value is a parameter, buffer or submodule) each assignment
-    costs about 1.3 us instead of 0.1 us: on the regression steps, 5-8 % of a step (see BENCHMARKS.md).
+    costs many times a plain one, a visible share of the regression steps' tiny steps (figures in BENCHMARKS.md).
 
     Fallback: only a ``str`` or ``None`` takes the short path, the values Lightning assigns today; anything else,
     and every other attribute, goes through ``nn.Module.__setattr__`` as usual. ``object.__setattr__`` still honours
