@@ -3,7 +3,6 @@
 import warnings
 
 from conftest import CONFIGS, run_cli
-
 from lit_tutorial.console import SUBCOMMAND_HELP, quiet_known_noise
 
 NOISE = ["litlogger", "LeafSpec", "`weights_only` was not set", "Couldn't infer the batch indices"]

@@ -13,11 +13,12 @@ class TrainLossLog(L.Callback):
     """Hands every training iteration's loss to the loggers at its iteration number, many at a time.
 
     ``self.log`` does as much work per call as a whole tutorial iteration on this project's small models (figures
-    in BENCHMARKS.md), so it is not called per step. The losses wait here as Python floats (the non-finite check has already read
-    each one to the host) and go to every logger (TensorBoard, CSV, ...) once ``trainer.log_every_n_steps`` of
-    them have gathered, and whenever the run could end or be resumed from: at each epoch's end, before each
-    checkpoint is written, at the end of ``fit`` and on an exception (Ctrl-C, SIGTERM, a non-finite loss) before
-    Lightning closes the loggers. Only global rank zero writes, as Lightning's own logging does.
+    in BENCHMARKS.md), so it is not called per step. The losses wait here as Python floats (the non-finite check
+    has already read each one to the host) and go to every logger (TensorBoard, CSV, ...) once
+    ``trainer.log_every_n_steps`` of them have gathered, and whenever the run could end or be resumed from: at each
+    epoch's end, before each checkpoint is written, at the end of ``fit`` and on an exception (Ctrl-C, SIGTERM, a
+    non-finite loss) before Lightning closes the loggers. Only global rank zero writes, as Lightning's own logging
+    does.
 
     The iteration number is the batch's index counted from the start of training (``epoch * batches per epoch +
     batch index``), the tutorial's ``n``: with gradient accumulation it counts batches, not optimizer steps.
