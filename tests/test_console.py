@@ -19,7 +19,7 @@ def test_known_noise_is_silenced_and_everything_else_shows(fresh_processes, tmp_
     output = fresh_processes.output()
     assert [noise for noise in NOISE if noise in output] == []
     for line in ("Seed set to 0", "Normalize: per-channel mean", "lit_tutorial: wrote", "predictions.csv",
-                 "Restoring states from the checkpoint path",  # the logger that said weights_only still speaks
+                 "Restoring states from the checkpoint path",  # the logger of the litlogger tip still speaks
                  "is smaller than the logging interval Trainer(log_every_n_steps=10)"):
         assert line in output, line
 
