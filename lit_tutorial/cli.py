@@ -32,6 +32,7 @@ from lit_tutorial.errors import (
     require_positive,
     user_error_in,
 )
+from lit_tutorial.console import describe_subcommands, quiet_known_noise
 from lit_tutorial.settings import run_settings
 
 DESCRIPTION = (
@@ -74,6 +75,7 @@ class LitTutorialCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         parser.given_args = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else None
+        describe_subcommands(parser)
         super().parse_arguments(parser, args)
         # Before LightningCLI opens the checkpoint and copies the model's saved hyper-parameters over the config
         # (its ``_parse_ckpt_path``): what the user typed is checked against the checkpoint first, so that copy
@@ -204,6 +206,7 @@ def main(args: list[str] | None = None) -> None:
     """Run ``fit``/``validate``/``test``/``predict``; a user error ends as one sentence on stderr and exit code 2.
     A command that fails leaves nothing behind: the folders it made are removed, unless a fit had already trained
     (then its checkpoints and logs are the user's)."""
+    quiet_known_noise()
     record = run_folder.CommandRecord()
     try:
         check_config_files(sys.argv[1:] if args is None else args)

@@ -19,7 +19,7 @@ class FastHookNameMixin(L.LightningModule):
 
     Lightning sets ``_current_fx_name`` before and after every hook call, about 40 times a training step. Through
     ``nn.Module.__setattr__`` (which checks whether the value is a parameter, buffer or submodule) each assignment
-    costs about 1.3 us instead of 0.1 us: on the regression steps, 5-8 % of a step (see BENCHMARKS.md).
+    costs many times a plain one, a visible share of the regression steps' tiny steps (figures in BENCHMARKS.md).
 
     Fallback: only a ``str`` or ``None`` takes the short path, the values Lightning assigns today; anything else,
     and every other attribute, goes through ``nn.Module.__setattr__`` as usual. ``object.__setattr__`` still honours
@@ -33,3 +33,25 @@ class FastHookNameMixin(L.LightningModule):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
+
+
+def set_subcommand_help(parser: Any, helps: dict[str, str]) -> bool:
+    """Replace the help line of each subcommand named in ``helps``, in the listing and in its own ``--help``.
+
+    LightningCLI takes a subcommand's help from the first line of the Trainer method's docstring, which Lightning
+    wraps mid-sentence, and passes it straight to jsonargparse. The listing keeps it in argparse's private
+    per-subcommand pseudo-actions (``_choices_actions``) of jsonargparse's private ``_subcommands_action``.
+
+    Fallback: a parser without them keeps Lightning's help lines (returns False); nothing else changes.
+    ``tests/test_console.py::test_help_lists_each_subcommand_in_a_whole_sentence`` fails by name when the listing no
+    longer shows these lines.
+    """
+    action = getattr(parser, "_subcommands_action", None)
+    choices = getattr(action, "_choices_actions", None)
+    if not choices:
+        return False
+    for choice in choices:
+        if choice.dest in helps:
+            choice.help = helps[choice.dest]
+            action.choices[choice.dest].description = helps[choice.dest]
+    return True

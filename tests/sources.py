@@ -114,7 +114,7 @@ def source_twin(net: nn.Module) -> nn.Module:
 
 # --- the tutorial's loops (jcjohnson/pytorch-examples, as in the Chinese tutorial; bugs fixed) ---------------------
 # Each takes the initial weights (``start``: the Lightning model's state_dict), x, y and the iteration count, and
-# returns the loss it prints at every iteration.
+# returns the loss it prints at every iteration. The model goes to x's device, as the tutorial's ``.to(device)``.
 def tutorial_step1(start, x, y, iterations):
     x, y = x.double().numpy(), y.double().numpy()
     w1, w2 = start["w1"].double().numpy().copy(), start["w2"].double().numpy().copy()
@@ -180,14 +180,14 @@ def tutorial_step4(start, x, y, iterations):
     return _autograd_loop(start, x, y, iterations, TutorialReLU.apply)
 
 
-def _sequential(start):
+def _sequential(start, device):
     model = nn.Sequential(nn.Linear(1000, 100), nn.ReLU(), nn.Linear(100, 10))
     model.load_state_dict({k.removeprefix("net."): v for k, v in start.items()})
-    return model
+    return model.to(device)
 
 
 def tutorial_step5(start, x, y, iterations):
-    model, loss_fn, lr, losses = _sequential(start), nn.MSELoss(reduction="sum"), 1e-4, []
+    model, loss_fn, lr, losses = _sequential(start, x.device), nn.MSELoss(reduction="sum"), 1e-4, []
     for n in range(iterations):  # noqa: B007 - the tutorial prints n with the loss
         y_pred = model(x)
         loss = loss_fn(y_pred, y)
@@ -201,7 +201,7 @@ def tutorial_step5(start, x, y, iterations):
 
 
 def tutorial_step5_1(start, x, y, iterations):
-    model, loss_fn, accumulation_steps, losses = _sequential(start), nn.MSELoss(reduction="sum"), 8, []
+    model, loss_fn, accumulation_steps, losses = _sequential(start, x.device), nn.MSELoss(reduction="sum"), 8, []
     optimizer = torch.optim.Adam(model.parameters(), 0.01)
     for n in range(iterations):  # noqa: B007 - the tutorial prints n with the loss
         y_pred = model(x)
@@ -228,19 +228,54 @@ def _optimizer_loop(model, optimizer, x, y, iterations, forward=None):
 
 
 def tutorial_step6(start, x, y, iterations):
-    model = _sequential(start)
+    model = _sequential(start, x.device)
     return _optimizer_loop(model, torch.optim.Adam(model.parameters(), 1e-4), x, y, iterations)
 
 
 def tutorial_step7(start, x, y, iterations):
     model = TutorialTwoLayerNet(1000, 100, 10)
     model.load_state_dict({k.removeprefix("net."): v for k, v in start.items()})
+    model.to(x.device)
     return _optimizer_loop(model, torch.optim.SGD(model.parameters(), 1e-4), x, y, iterations)
 
 
 def tutorial_step8(start, x, y, iterations, depth_rng: torch.Generator):
     model = TutorialDynamicNet(1000, 100, 10)
     model.load_state_dict({k.removeprefix("net."): v for k, v in start.items() if not k.endswith("_extra_state")})
+    model.to(x.device)
     depths = [int(torch.randint(0, 4, (1,), generator=depth_rng)) for _ in range(iterations)]
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     return _optimizer_loop(model, optimizer, x, y, iterations, forward=lambda n: model(x, depths[n]))
+
+
+# --- steps 9 and 10: the training loops (the tutorial's CIFAR10 loop, pytorch/examples' train()) -------------------
+# The parity tests in test_vision.py and benchmarks/run.py both run these.
+def tutorial_cifar10_loop(net, batches, device="cpu"):
+    """Step 9's training loop over ``batches`` (all epochs'), SGD lr 0.001 momentum 0.9; returns every loss (the
+    tutorial adds each to ``running_loss`` and prints that every 2000 mini-batches)."""
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
+    losses = []
+    for inputs, labels in batches:
+        inputs, labels = inputs.to(device), labels.to(device)
+        optimizer.zero_grad()
+        outputs = net(inputs)
+        loss = criterion(outputs, labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())  # running_loss += loss.item()
+    return losses
+
+
+def examples_mnist_train(model, device, train_loader, optimizer, losses):
+    """pytorch/examples' mnist/main.py ``train()`` for one epoch, appending every loss to ``losses`` (they print
+    every 10th). Their ``Net`` ends in ``log_softmax``; :class:`ExamplesMnistNet` leaves it to this loop."""
+    model.train()
+    for data, target in train_loader:
+        data, target = data.to(device), target.to(device)
+        optimizer.zero_grad()
+        output = F.log_softmax(model(data), dim=1)
+        loss = F.nll_loss(output, target)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())

@@ -44,13 +44,13 @@ def test_benchmark_times_every_regression_step_beside_its_hand_loop(bench_script
     assert {row[-1] for row in rows} == {"—"}  # under 5 MB either side: no memory ratio from noise
 
 
-def test_lightning_alone_keeps_each_steps_precision_and_accumulation(bench_script, monkeypatch, tmp_path):
+def test_lightning_alone_keeps_each_steps_precision_and_accumulation(bench_script, tmp_path):
     """The floor rows fit the step's own module under a bare Trainer: step 1 still in float64, step 5-1 still
     stepping every 8th batch, nothing logged or saved."""
-    monkeypatch.setattr(bench_script, "RUNS", tmp_path)
-    step1 = bench_script.lightning_alone("step1_warmup", "--data.init_args.steps=4")()
+    bench = bench_script.Bench(torch.device("cpu"), tmp_path)
+    step1 = bench_script.lightning_alone(bench, "step1_warmup", "--data.init_args.steps=4")()
     assert step1() == 4 and step1.trainer.lightning_module.w1.dtype == torch.float64
-    step5_1 = bench_script.lightning_alone("step5_1_accumulate", "--data.init_args.steps=16")()
+    step5_1 = bench_script.lightning_alone(bench, "step5_1_accumulate", "--data.init_args.steps=16")()
     assert step5_1() == 16 and step5_1.trainer.global_step == 2
     assert step5_1.trainer.loggers == [] and not list(tmp_path.rglob("*.ckpt"))
 

@@ -72,3 +72,14 @@ def test_worker_processes_serve_the_same_batches_and_resume():
     resumed.load_state_dict(with_workers.state_dict())
     rest = [batch[1].tolist() for batch in resumed]
     assert rest == [batch[1].tolist() for batch in iterator]
+
+
+def test_epoch_order_comes_from_the_data_seed_and_the_epoch_alone():
+    """Epoch ``e``'s order is ``randperm`` seeded with ``seed * 100_003 + e + 1`` (loader.py's docstring), whatever
+    the global seed (``seed_everything``) is."""
+    loader = TensorLoader(torch.arange(12), batch_size=12, shuffle=True, seed=3)
+    for epoch in (0, 1, 5):
+        torch.manual_seed(epoch)
+        loader.sampler.set_epoch(epoch)
+        expected = torch.randperm(12, generator=torch.Generator().manual_seed(3 * 100_003 + epoch + 1))
+        assert torch.equal(next(iter(loader))[0], expected)

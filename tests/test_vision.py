@@ -2,6 +2,7 @@
 
 import csv
 import gzip
+import itertools
 import re
 import shutil
 import tarfile
@@ -26,7 +27,7 @@ from lit_tutorial.data.images import channel_stats
 from lit_tutorial.data.loader import TensorLoader
 from lit_tutorial.models import ImageClassifier
 from lit_tutorial.nets import LeNet, MnistNet
-from sources import source_twin
+from sources import examples_mnist_train, source_twin, tutorial_cifar10_loop
 
 
 @pytest.mark.parametrize("config", ["step9_cifar10", "step10_mnist", "step10_digits"])
@@ -394,15 +395,8 @@ def test_cifar10_curve_equals_the_tutorial_loop(tiny_vision_root, trust_cifar_fi
     cli, losses, net = _fit_tiny("step9_cifar10", tiny_vision_root, tmp_path, epochs, batch_size)
     trainset = torchvision.datasets.CIFAR10(tiny_vision_root, train=True, transform=transforms.Compose(
         [transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]))
-    optimizer, expected = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9), []
-    for epoch in range(epochs):
-        for inputs, labels in _same_batches(cli, trainset, epoch, batch_size):
-            optimizer.zero_grad()
-            loss = F.cross_entropy(net(inputs), labels)
-            loss.backward()
-            optimizer.step()
-            expected.append(loss.item())
-    assert_curves_equal(losses, expected, rtol=1e-5)
+    batches = itertools.chain.from_iterable(_same_batches(cli, trainset, e, batch_size) for e in range(epochs))
+    assert_curves_equal(losses, tutorial_cifar10_loop(net, batches), rtol=1e-5)
 
 
 def test_mnist_curve_equals_pytorch_examples_with_its_lr_schedule(tiny_vision_root, tmp_path):
@@ -417,21 +411,10 @@ def test_mnist_curve_equals_pytorch_examples_with_its_lr_schedule(tiny_vision_ro
     dataset1 = torchvision.datasets.MNIST(tiny_vision_root, train=True, transform=transforms.Compose(
         [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]))
     expected = []
-
-    def train(model, train_loader, optimizer):  # pytorch/examples' train(), printing every loss
-        model.train()
-        for data, target in train_loader:
-            optimizer.zero_grad()
-            output = F.log_softmax(model(data), dim=1)
-            loss = F.nll_loss(output, target)
-            loss.backward()
-            optimizer.step()
-            expected.append(loss.item())
-
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
     for epoch in range(epochs):
-        train(model, _same_batches(cli, dataset1, epoch, batch_size), optimizer)
+        examples_mnist_train(model, "cpu", _same_batches(cli, dataset1, epoch, batch_size), optimizer, expected)
         scheduler.step()
     assert_curves_equal(losses, expected, rtol=1e-6)
     (lightning_optimizer,) = cli.trainer.optimizers

@@ -6,11 +6,13 @@ import torch
 
 
 class EpochOrder:
-    """The sample order of one epoch: a permutation drawn from (seed, epoch), or the natural order.
+    """The sample order of one epoch: ``torch.randperm`` from a generator seeded with ``seed * 100_003 + epoch + 1``
+    (the data's ``seed``, not ``seed_everything``), or the natural order.
 
     It is the loader's ``sampler``: Lightning calls ``set_epoch`` on a dataloader's sampler before every training
     and evaluation epoch, with the epoch it is about to run (also after a resume), so the order never depends on
-    what ran before in this process. Used on its own, each epoch advances it by one.
+    what ran before in this process. :class:`TensorLoader` moves it on to ``epoch + 1`` as an epoch starts, before
+    it draws that epoch's order (so that, used on its own, the next pass is the next epoch): hence the ``+ 1``.
     """
 
     def __init__(self, shuffle: bool, seed: int) -> None:
@@ -22,7 +24,7 @@ class EpochOrder:
         self.epoch = epoch
 
     def permutation(self, n: int) -> torch.Tensor | None:
-        """The order of ``n`` samples for ``self.epoch``; ``None`` is the natural order."""
+        """The order of ``n`` samples drawn from ``seed * 100_003 + self.epoch``; ``None`` is the natural order."""
         if not self.shuffle:
             return None
         return torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))

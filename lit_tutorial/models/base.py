@@ -12,12 +12,13 @@ from lit_tutorial.internals import FastHookNameMixin
 class TrainLossLog(L.Callback):
     """Hands every training iteration's loss to the loggers at its iteration number, many at a time.
 
-    ``self.log`` costs about 0.5 ms a call on this project's small models, as much as a whole tutorial iteration,
-    so it is not called per step. The losses wait here as Python floats (the non-finite check has already read
-    each one to the host) and go to every logger (TensorBoard, CSV, ...) once ``trainer.log_every_n_steps`` of
-    them have gathered, and whenever the run could end or be resumed from: at each epoch's end, before each
-    checkpoint is written, at the end of ``fit`` and on an exception (Ctrl-C, SIGTERM, a non-finite loss) before
-    Lightning closes the loggers. Only global rank zero writes, as Lightning's own logging does.
+    ``self.log`` does as much work per call as a whole tutorial iteration on this project's small models (figures
+    in BENCHMARKS.md), so it is not called per step. The losses wait here as Python floats (the non-finite check
+    has already read each one to the host) and go to every logger (TensorBoard, CSV, ...) once
+    ``trainer.log_every_n_steps`` of them have gathered, and whenever the run could end or be resumed from: at each
+    epoch's end, before each checkpoint is written, at the end of ``fit`` and on an exception (Ctrl-C, SIGTERM, a
+    non-finite loss) before Lightning closes the loggers. Only global rank zero writes, as Lightning's own logging
+    does.
 
     The iteration number is the batch's index counted from the start of training (``epoch * batches per epoch +
     batch index``), the tutorial's ``n``: with gradient accumulation it counts batches, not optimizer steps.
@@ -76,7 +77,7 @@ class TutorialModule(FastHookNameMixin, L.LightningModule):
     def check_finite(self, loss: torch.Tensor, batch_idx: int) -> float:
         """Stop before a non-finite loss reaches the weights, so the last checkpoint stays the last good state.
 
-        Returns the loss as a Python float. Reading it is a host sync: on a CPU it costs about 1 us; on a GPU the
+        Returns the loss as a Python float. Reading it is a host sync: next to nothing on a CPU; on a GPU the
         host waits for the forward pass to finish before it can queue the backward pass and the update, so the
         queue of kernel launches runs dry once a step. The tutorial's own loops pay the same (they print
         ``loss.item()`` every iteration). Checking every k-th step instead would let up to k-1 non-finite updates

@@ -31,8 +31,8 @@ class ImageClassifier(TutorialModule):
         net: The image net, e.g. ``lit_tutorial.nets.LeNet``.
         optimizer: The optimizer class and its arguments, e.g. ``torch.optim.SGD`` with ``lr`` and ``momentum``.
         class_names: Names of the classes, in label order (set by the CLI from the DataModule).
-        channels_last: Run the net in channels-last memory format: faster convolutions and pooling on CPUs (the
-            tutorial's LeNet at batch 256: 14 instead of 17 ms a step at best here); results equal to rounding (1e-7).
+        channels_last: Run the net in channels-last memory format: CPUs' convolution and pooling kernels fill their
+            vector registers better in that layout (figures in BENCHMARKS.md); results equal to rounding (1e-7).
             Leave it off for nets that apply dropout to a 4-D activation: the masks are drawn in memory order.
         lr_scheduler: A learning-rate scheduler class and its arguments, stepped once per epoch, e.g.
             ``torch.optim.lr_scheduler.StepLR`` with ``step_size: 1`` and ``gamma: 0.7`` (pytorch/examples' MNIST);
@@ -75,7 +75,8 @@ class ImageClassifier(TutorialModule):
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
         self.log_train_loss(self.check_finite(loss, batch_idx), batch_idx)
-        # A running count rather than a metric object: 13 us a step instead of 90, at the tutorial's batch of 4.
+        # A running count rather than a metric object: a metric's update checks and dispatches far more than this
+        # one sum, which at the tutorial's batch of 4 is a visible share of the step (BENCHMARKS.md).
         self._train_correct += (logits.detach().argmax(dim=1) == labels).sum()
         self._train_seen += len(labels)
         # No zero_grad/backward/step: Lightning runs them on the returned loss (and the scheduler each epoch).
