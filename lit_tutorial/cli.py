@@ -24,6 +24,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lit_tutorial import run_folder
 from lit_tutorial.callbacks import StopOnSigterm, TidyProgressBar
 from lit_tutorial.checkpointing import AtomicCheckpointIO, ResumeCheckpoint, checkpoint_dir
+from lit_tutorial.console import describe_subcommands, quiet_known_noise
 from lit_tutorial.errors import (
     ShortErrorParser,
     UserError,
@@ -32,7 +33,6 @@ from lit_tutorial.errors import (
     require_positive,
     user_error_in,
 )
-from lit_tutorial.console import describe_subcommands, quiet_known_noise
 from lit_tutorial.settings import run_settings
 
 DESCRIPTION = (
