@@ -11,10 +11,10 @@ import lightning as L
 import pytest
 import torch
 import torchvision
+from formats import write_cifar10, write_mnist
 from fresh_processes import FreshProcesses
 
 from lit_tutorial.cli import main
-from lit_tutorial.data.formats import write_cifar10, write_mnist
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
