@@ -19,7 +19,7 @@ from torchvision import transforms
 from conftest import CONFIGS, quiet_trainer_args, run_cli
 from lit_tutorial.cli import make_cli
 from lit_tutorial.data import DigitsDataModule, ImageFolderDataModule, MNISTDataModule, image_files
-from lit_tutorial.data.folder import CACHE_DIR
+from lit_tutorial.data.folder import cache_dir
 from lit_tutorial.errors import UserError
 
 FOLDER10 = ["--config", str(CONFIGS / "step10_folder.yaml")]
@@ -143,7 +143,7 @@ def test_predict_needs_neither_the_training_images_nor_their_statistics_cache(qu
     """The folder config computes ``mean: auto``: a checkpoint carries the numbers, so predicting on files works
     with the cache deleted, and reads only the pictures it classifies."""
     run = quick_runs["runs"] / "folder"
-    shutil.rmtree(digits_folders / "train" / CACHE_DIR)
+    shutil.rmtree(cache_dir(digits_folders / "train"))
     pictures = tmp_path / "pictures"
     pictures.mkdir()
     _draw_digit(0, pictures / "a.png")
@@ -156,7 +156,7 @@ def test_predict_needs_neither_the_training_images_nor_their_statistics_cache(qu
                          *quiet_trainer_args(run)])
     assert code == 0, err
     assert opened == [pictures / "a.png", pictures / "b.png"]
-    assert not (digits_folders / "train" / CACHE_DIR).exists()
+    assert not cache_dir(digits_folders / "train").exists()
     assert [r["predicted"] for r in _predictions(run / "checkpoints" / "last-predict")] == ["0", "7"]
 
 
@@ -166,6 +166,7 @@ def test_predict_dir_converts_files_to_the_training_images_shape(tiny_vision_roo
     Image.new("RGBA", (50, 40), (255, 0, 0, 128)).save(pictures / "wide.png")
     Image.new("P", (30, 90)).save(pictures / "tall.gif")  # GIF is not among torchvision's extensions: not listed
     Image.new("L", (60, 60), 200).save(pictures / "grey.bmp")
+    (pictures / "._grey.bmp").write_bytes(b"\x00\x05\x16\x07")  # macOS's hidden companion file: not listed
     datamodule = MNISTDataModule(str(tiny_vision_root), download=False, predict_dir=str(pictures), invert=False)
     datamodule.setup("predict")
     images = datamodule.splits["predict"][0]
@@ -193,9 +194,10 @@ def jpeg_folder(tmp_path) -> Path:
 
 
 def test_rgb_folder_equals_torchvisions_image_folder_with_resize_and_center_crop(jpeg_folder):
+    images, labels, names = ImageFolderDataModule(str(jpeg_folder), channels=3, size=32).decoded(jpeg_folder)
+    # Built after the cache was written: the cache lies beside the folder, where ImageFolder sees no extra class.
     reference = torchvision.datasets.ImageFolder(str(jpeg_folder), transform=transforms.Compose(
         [transforms.Resize(32), transforms.CenterCrop(32), transforms.PILToTensor()]))
-    images, labels, names = ImageFolderDataModule(str(jpeg_folder), channels=3, size=32).decoded(jpeg_folder)
     assert names == [Path(path).relative_to(jpeg_folder).as_posix() for path, _ in reference.samples]
     assert torch.equal(labels, torch.tensor(reference.targets))
     assert torch.equal(images, torch.stack([image for image, _ in reference]))
@@ -240,7 +242,7 @@ def test_the_cache_follows_the_files_and_the_settings(jpeg_folder, count_opens):
         return ImageFolderDataModule(str(jpeg_folder), **{"channels": 3, "size": 32, **settings}).load(train=True)
 
     first = load()
-    assert len(count_opens) == 32 and len(list((jpeg_folder / CACHE_DIR).glob("images_*.pt"))) == 1
+    assert len(count_opens) == 32 and len(list(cache_dir(jpeg_folder).glob("images_*.pt"))) == 1
     again = load()
     assert count_opens == [] and all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     os.utime(jpeg_folder / "class_3" / "3.JPG", ns=(1, 1))  # touched: decoded again
@@ -258,7 +260,7 @@ def test_the_cache_follows_the_files_and_the_settings(jpeg_folder, count_opens):
     assert len(count_opens) == 32
     load(channels=1)
     assert count_opens == []  # each setting keeps its own cache (the latest of its files)
-    assert len(list((jpeg_folder / CACHE_DIR).glob("images_*.pt"))) == 3
+    assert len(list(cache_dir(jpeg_folder).glob("images_*.pt"))) == 3
 
 
 def test_a_read_only_folder_is_decoded_without_a_cache(jpeg_folder, count_opens, monkeypatch):
@@ -268,7 +270,7 @@ def test_a_read_only_folder_is_decoded_without_a_cache(jpeg_folder, count_opens,
     monkeypatch.setattr("lit_tutorial.data.folder.atomic_write", read_only)
     for _ in range(2):
         images, _ = ImageFolderDataModule(str(jpeg_folder), size=32).load(train=True)
-    assert len(count_opens) == 64 and not (jpeg_folder / CACHE_DIR).exists() and len(images) == 26
+    assert len(count_opens) == 64 and not cache_dir(jpeg_folder).exists() and len(images) == 26
 
 
 # --- bad input: one sentence each --------------------------------------------------------------------------------
@@ -363,8 +365,11 @@ def test_resuming_after_the_folder_changed_is_refused(tmp_path, capsys):
     args = [*FOLDER10, f"--data.init_args.root={root}", "--data.init_args.val_size=4", "--data.init_args.test_size=4",
             *quiet_trainer_args(tmp_path / "run")]
     assert run_cli(["fit", *args, "--trainer.max_epochs=1"])[0] == 0
-    os.utime(root / "3" / "00003.png", ns=(1, 1))  # touched only: the same images, the run goes on
-    assert run_cli(["fit", *args, "--trainer.max_epochs=2", "--ckpt_path", "last"])[0] == 0
+    # Copied elsewhere (every file with a new modification time): the same images, so the run goes on there.
+    moved = tmp_path / "copied"
+    shutil.copytree(root, moved, copy_function=shutil.copyfile)
+    assert run_cli(["fit", *args, f"--data.init_args.root={moved}", "--trainer.max_epochs=2", "--ckpt_path",
+                    "last"])[0] == 0
     changed = root / "3" / "00013.png"
     Image.new("L", (28, 28), 9).save(changed)
     code, err = run_cli(["fit", *args, "--trainer.max_epochs=3", "--ckpt_path", "last"], capsys)

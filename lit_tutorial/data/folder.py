@@ -13,8 +13,6 @@ from lit_tutorial.data.stats import Stats
 from lit_tutorial.errors import UserError, require_positive
 from lit_tutorial.files import atomic_write
 
-# Beside the images, in each folder read: the decoded tensors, and ``mean: auto``'s statistics.
-CACHE_DIR = ".lit_tutorial_cache"
 _CACHE_FORMAT = 1  # raise it when what the cache holds changes
 
 
@@ -27,9 +25,9 @@ class ImageFolderDataModule(ImageDataModule):
     Every file is decoded once with Pillow, converted to ``channels`` (grey or RGB, whatever its own mode), resized
     so that its shorter side covers ``size`` and centre-cropped to it (torchvision's ``Resize(size)`` +
     ``CenterCrop(size)``; the aspect ratio is kept), and the whole set is kept as one uint8 tensor. The decoded
-    tensor is cached in ``<folder>/.lit_tutorial_cache/``, under a key of the files' names, sizes and modification
-    times and of the conversion settings: a changed, added or removed file, or another setting, decodes again. A
-    folder that cannot be written is read without a cache.
+    tensor is cached beside the folder (:func:`cache_dir`), under a key of the files' names, sizes and
+    modification times and of the conversion settings: a changed, added or removed file, or another setting,
+    decodes again. Where that cannot be written, the folder is read without a cache.
 
     Args:
         root: The training folder: one sub-folder of images per class (at least two).
@@ -83,7 +81,7 @@ class ImageFolderDataModule(ImageDataModule):
             raise UserError(f"data.test_root {self.test_root} has the classes {class_folders(self.test_root, '')} "
                             f"but data.root has {list(self.class_names)}; give both the same class folders.")
         self.image_shape = (channels, *sizes)
-        super().__init__(data_dir=str(self.root / CACHE_DIR), download=False, batch_size=batch_size,
+        super().__init__(data_dir=str(cache_dir(self.root)), download=False, batch_size=batch_size,
                          test_batch_size=test_batch_size, val_size=val_size, seed=seed, mean=mean, std=std,
                          device_resident=device_resident, num_workers=num_workers, predict_dir=predict_dir,
                          invert=invert, skip_unreadable=skip_unreadable)
@@ -157,7 +155,7 @@ class ImageFolderDataModule(ImageDataModule):
         names = [path.relative_to(folder).as_posix() for path in files]
         settings = [_CACHE_FORMAT, self.image_shape, self.invert, self.hparams.skip_unreadable]
         settings_key = _key(settings)
-        cache = folder / CACHE_DIR / f"images_{settings_key}_{_key([[n, *_stamp(p)] for n, p in zip(names, files)])}.pt"
+        cache = cache_dir(folder) / f"images_{settings_key}_{_key([[n, *_stamp(p)] for n, p in zip(names, files)])}.pt"
         try:
             saved = torch.load(cache, weights_only=True)
             return saved["images"], saved["labels"], saved["names"]
@@ -190,6 +188,13 @@ class ImageFolderDataModule(ImageDataModule):
                             f"images in {self.root}; lower it, or give a separate data.test_root.")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(1797))
         return order[test_size:] if train else order[:test_size]
+
+
+def cache_dir(folder: Path) -> Path:
+    """Where a folder's decoded images (and ``mean: auto`` statistics) are cached: a hidden folder beside it, e.g.
+    ``data/.my_digits.lit_tutorial_cache/``. Not inside it: torchvision's ``ImageFolder`` would take it for a class."""
+    folder = folder.resolve()
+    return folder.with_name(f".{folder.name}.lit_tutorial_cache")
 
 
 def class_folders(root: Path, key: str) -> list[str]:
