@@ -428,3 +428,17 @@ def test_gzipped_mnist_in_a_read_only_folder_loads(tmp_path, monkeypatch):
     assert torch.equal(images[:, 0], expected.data) and torch.equal(labels, expected.targets)
     assert sorted(p.name for p in raw.iterdir()) == sorted(f"{p}.gz" for p in ("t10k-images-idx3-ubyte",
         "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"))
+
+
+def test_an_archive_that_cannot_be_extracted_into_a_read_only_folder_is_not_called_damaged(tmp_path, monkeypatch):
+    from lit_tutorial.data import CIFAR10DataModule
+
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"placed by hand")
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system", str(tmp_path / "cifar-10-batches-py"))
+
+    monkeypatch.setattr("lit_tutorial.data.downloads.extract_archive", read_only)
+    with pytest.raises(UserError, match=r"cannot extract .*cifar-10-python\.tar\.gz into .* \(.*Read-only file "
+                                        r"system.*\); make that folder writable, or extract the archive yourself"):
+        CIFAR10DataModule(str(tmp_path), download=False).prepare_data()
