@@ -99,7 +99,8 @@ def main() -> None:
             "torchvision ImageFolder + DataLoader, num_workers=0": lambda *a: torchvision_epochs(*a, workers=0),
             "torchvision ImageFolder + DataLoader, num_workers=2": lambda *a: torchvision_epochs(*a, workers=2),
         }
-        print(f"{args.images} PNG files, {args.channels}x{args.size}x{args.size}, batch {BATCH}, {args.epochs} epochs\n")
+        shape = f"{args.channels}x{args.size}x{args.size}"
+        print(f"{args.images} PNG files, {shape}, batch {BATCH}, {args.epochs} epochs\n")
         print("| loader | first epoch (s) | later epoch (s) | later epochs, images/s |")
         print("|---|---|---|---|")
         for name, run in runs.items():

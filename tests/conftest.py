@@ -11,9 +11,9 @@ import lightning as L
 import pytest
 import torch
 import torchvision
-from formats import write_cifar10, write_image_folder, write_mnist
 from fresh_processes import FreshProcesses
 
+from formats import write_cifar10, write_image_folder, write_mnist
 from lit_tutorial.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

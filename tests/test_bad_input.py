@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from formats import write_cifar10, write_mnist
 
 from conftest import CONFIGS, quiet_trainer_args, run_cli
+from formats import write_cifar10, write_mnist
 from lit_tutorial.cli import make_cli
 
 STEP8 = ["--config", str(CONFIGS / "step8_control_flow.yaml"), "--data.init_args.steps=3"]

@@ -9,11 +9,11 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from formats import write_cifar10
 from torch import nn
 from torchvision import transforms
 
 from conftest import CONFIGS, quiet_trainer_args, run_cli
+from formats import write_cifar10
 from lit_tutorial.callbacks import TestReport
 from lit_tutorial.cli import make_cli
 from lit_tutorial.data import CIFAR10DataModule, MNISTDataModule, RandomTensorDataModule

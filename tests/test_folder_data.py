@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from formats import write_image_folder, write_mnist
 from PIL import Image, ImageDraw
 from torchvision import transforms
 
 from conftest import CONFIGS, quiet_trainer_args, run_cli
+from formats import write_image_folder, write_mnist
 from lit_tutorial.cli import make_cli
 from lit_tutorial.data import DigitsDataModule, ImageFolderDataModule, MNISTDataModule, image_files
 from lit_tutorial.data.folder import cache_dir
@@ -47,8 +47,8 @@ def digits_folders(tmp_path_factory) -> Path:
 
 def _folder_args(digits_folders: Path) -> list[str]:
     # The digits' own test set as test_root and its 180-image validation count: the same split as the digits config.
-    return [f"--data.init_args.root={digits_folders / 'train'}", f"--data.init_args.test_root={digits_folders / 'test'}",
-            "--data.init_args.val_size=180"]
+    return [f"--data.init_args.root={digits_folders / 'train'}",
+            f"--data.init_args.test_root={digits_folders / 'test'}", "--data.init_args.val_size=180"]
 
 
 def _fit_and_test(args: list[str], root: Path, epochs: int) -> float:
@@ -320,8 +320,9 @@ def _make_not_an_image(root: Path) -> str:
 def test_each_bad_folder_is_one_sentence(make, tmp_path, capsys):
     root = tmp_path / "my_digits"
     expected = make(root)
-    code, err = run_cli(["fit", *FOLDER10, f"--data.init_args.root={root}", "--model.init_args.net.init_args"
-                         ".num_classes=2", "--trainer.fast_dev_run=true", *quiet_trainer_args(tmp_path / "run")], capsys)
+    code, err = run_cli(["fit", *FOLDER10, f"--data.init_args.root={root}",
+                         "--model.init_args.net.init_args.num_classes=2", "--trainer.fast_dev_run=true",
+                         *quiet_trainer_args(tmp_path / "run")], capsys)
     line = _error_line(err)
     assert code == 2 and expected in line, line
     assert not (tmp_path / "run").exists()
@@ -329,7 +330,7 @@ def test_each_bad_folder_is_one_sentence(make, tmp_path, capsys):
         assert "skip_unreadable: true" in line
 
 
-def test_unreadable_files_can_be_skipped_and_are_listed(tmp_path, capsys):
+def test_unreadable_files_can_be_skipped_and_are_listed(tmp_path):
     root = tmp_path / "my_digits"
     _make_truncated(root)
     (root / "0" / "notes.jpg").write_text("a text file with an image's name")
@@ -339,7 +340,7 @@ def test_unreadable_files_can_be_skipped_and_are_listed(tmp_path, capsys):
     assert len(images) == 5 and "1/00003.png" not in names and "0/notes.jpg" not in names
 
 
-def test_test_root_with_other_classes_and_bad_predict_dirs(tmp_path, capsys):
+def test_test_root_with_other_classes_and_bad_predict_dirs(tmp_path):
     root = _tiny_folder(tmp_path / "train", classes=3)
     other = _tiny_folder(tmp_path / "test", classes=2)
     with pytest.raises(UserError, match=r"data.test_root .* has the classes \['0', '1'\] but data.root has "
@@ -406,7 +407,8 @@ def test_mnist_idx_headers_are_checked(header, expected, tmp_path):
 
 def test_gzipped_mnist_in_a_read_only_folder_loads(tmp_path, monkeypatch):
     """Tests run as root, whom chmod does not stop: every file opened for writing under the data folder is refused
-    here instead, as in a read-only folder (extracting the .gz files there used to fail and call them unreadable archives)."""
+    here instead, as in a read-only folder (extracting the .gz files there used to fail, and called them unreadable
+    archives)."""
     raw = _mnist_files(tmp_path / "data")
     expected = torchvision.datasets.MNIST(str(tmp_path / "data"), train=True)
     for path in raw.iterdir():

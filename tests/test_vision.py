@@ -15,10 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from formats import write_cifar10, write_mnist
 from torchvision import transforms
 
 from conftest import CONFIGS, LossRecorder, assert_curves_equal, quiet_trainer_args, run_cli
+from formats import write_cifar10, write_mnist
 from lit_tutorial.callbacks import PredictionCSVWriter
 from lit_tutorial.cli import make_cli
 from lit_tutorial.data import CIFAR10DataModule, MNISTDataModule

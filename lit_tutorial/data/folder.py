@@ -155,7 +155,8 @@ class ImageFolderDataModule(ImageDataModule):
         names = [path.relative_to(folder).as_posix() for path in files]
         settings = [_CACHE_FORMAT, self.image_shape, self.invert, self.hparams.skip_unreadable]
         settings_key = _key(settings)
-        cache = cache_dir(folder) / f"images_{settings_key}_{_key([[n, *_stamp(p)] for n, p in zip(names, files)])}.pt"
+        files_key = _key([[name, *_stamp(path)] for name, path in zip(names, files, strict=True)])
+        cache = cache_dir(folder) / f"images_{settings_key}_{files_key}.pt"
         try:
             saved = torch.load(cache, weights_only=True)
             return saved["images"], saved["labels"], saved["names"]
