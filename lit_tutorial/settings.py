@@ -14,9 +14,11 @@ from jsonargparse import Namespace
 from lit_tutorial.errors import UserError
 
 SETTINGS_KEY = "lit_tutorial_settings"
-# Where the data lives, how batches are gathered and what a prediction reads change no trained number.
+# Where the data lives, how batches are gathered and what a prediction reads change no trained number (a folder's
+# images are compared by their fingerprint instead, see ImageFolderDataModule.load_state_dict).
 NEUTRAL_SETTINGS = ("data.init_args.data_dir", "data.init_args.download", "data.init_args.num_workers",
-                    "data.init_args.device_resident", "data.init_args.predict_dir", "model.init_args.class_names")
+                    "data.init_args.device_resident", "data.init_args.predict_dir", "data.init_args.root",
+                    "data.init_args.test_root", "model.init_args.class_names")
 # The trainer's numerics, with Lightning's defaults: an unset value means the default.
 TRAINER_DEFAULTS = {"accumulate_grad_batches": 1, "precision": "32-true", "gradient_clip_val": 0.0,
                     "gradient_clip_algorithm": "norm"}

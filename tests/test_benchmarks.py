@@ -68,3 +68,16 @@ def test_an_unknown_step_is_named(bench_script, monkeypatch, capsys):
         bench_script.main()
     assert exit_.value.code == 2
     assert "--steps: no regression step step2; choose from step1_warmup," in capsys.readouterr().err
+
+
+def test_folder_benchmark_times_both_loaders_on_png_files(monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("benchmark_folder", BENCHMARK.with_name("folder.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["folder.py", "--images", "80", "--epochs", "2"])
+    module.main()
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split("|")[1:-1] for line in lines[lines.index("|---|---|---|---|") + 1 :]]
+    assert [row[0].strip().split(",")[0] for row in rows] == ["ImageFolderDataModule"] * 2 + [
+        "torchvision ImageFolder + DataLoader"] * 2
+    assert all(float(cell) > 0 for row in rows for cell in row[1:3])

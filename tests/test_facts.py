@@ -13,10 +13,10 @@ from torch import nn
 from torchvision import transforms
 
 from conftest import CONFIGS, quiet_trainer_args, run_cli
+from formats import write_cifar10
 from lit_tutorial.callbacks import TestReport
 from lit_tutorial.cli import make_cli
 from lit_tutorial.data import CIFAR10DataModule, MNISTDataModule, RandomTensorDataModule
-from lit_tutorial.data.formats import write_cifar10
 from lit_tutorial.errors import UserError
 from lit_tutorial.models import FromScratchRegressor, ImageClassifier, Regressor
 from lit_tutorial.nets import LeNet, MnistNet, two_layer_sequential

@@ -136,7 +136,7 @@ class ImageClassifier(TutorialModule):
         self.test_confusion.reset()
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        images, _, index = batch
+        images, index = batch[0], batch[-1]  # (images, labels, index), or (images, index) for files without labels
         probability, predicted = F.softmax(self(images), dim=1).max(dim=1)
         return {"index": index, "predicted": predicted, "probability": probability}
 
