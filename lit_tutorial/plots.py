@@ -1,4 +1,5 @@
-"""Figures and tables for the test stage: confusion matrix, sample grid (ground truth vs prediction), accuracy."""
+"""Figures and tables: the test stage's confusion matrix, sample grid (ground truth vs prediction) and accuracy
+table, and predict's grid of predictions."""
 
 from pathlib import Path
 
@@ -42,15 +43,33 @@ def confusion_figure(confusion: torch.Tensor, class_names: list[str]) -> Figure:
 def sample_grid_figure(images: torch.Tensor, truth: torch.Tensor, predicted: torch.Tensor,
                        class_names: list[str]) -> Figure:
     """The tutorial's imshow step: test images in [0, 1], each captioned with ground truth and prediction."""
+    captions = [(f"GT {class_names[true]}\nPred {class_names[pred]}", "black" if true == pred else "red")
+                for true, pred in zip(truth.tolist(), predicted.tolist(), strict=True)]
+    return _image_grid(images, captions)
+
+
+def prediction_grid_figure(images: torch.Tensor, predicted: torch.Tensor, probability: torch.Tensor,
+                           class_names: list[str]) -> Figure:
+    """Images in [0, 1] (no labels needed), each captioned with its predicted class and that class's probability."""
+    captions = [(prediction_caption(class_names[pred], prob), "black")
+                for pred, prob in zip(predicted.tolist(), probability.tolist(), strict=True)]
+    return _image_grid(images, captions)
+
+
+def prediction_caption(class_name: str, probability: float) -> str:
+    return f"{class_name}\n{probability:.1%}"
+
+
+def _image_grid(images: torch.Tensor, captions: list[tuple[str, str]]) -> Figure:
+    """Images in [0, 1], 8 to a row, each with its (caption, colour)."""
     per_row = min(8, len(images))
     rows = -(-len(images) // per_row)
     figure, axes = plt.subplots(rows, per_row, figsize=(1.3 * per_row, 1.6 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, true, pred in zip(axes.flat, images, truth.tolist(), predicted.tolist(), strict=False):
+    for ax, image, (caption, color) in zip(axes.flat, images, captions, strict=False):
         ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if image.shape[0] == 1 else None)
-        ax.set_title(f"GT {class_names[true]}\nPred {class_names[pred]}", fontsize=8,
-                     color="black" if true == pred else "red")
+        ax.set_title(caption, fontsize=8, color=color)
     figure.tight_layout()
     return figure
 
