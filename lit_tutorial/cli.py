@@ -38,12 +38,14 @@ from lit_tutorial.checkpointing import (
     resolve_checkpoint,
 )
 from lit_tutorial.errors import UserError, require_positive
+from lit_tutorial.export import SUBCOMMANDS as EXPORT_SUBCOMMANDS
+from lit_tutorial.export import ExportingTrainer
 
-EVALUATIONS = ("validate", "test", "predict")
+EVALUATIONS = ("validate", "test", "predict", "export")
 DESCRIPTION = (
     "lit_tutorial: the 'Learning PyTorch with Examples' tutorial rebuilt with PyTorch Lightning, one config per "
     "step. Subcommands: fit (train), validate, test (per-class accuracy and figures; image steps), predict "
-    "(predictions.csv; image steps)."
+    "(predictions.csv; image steps), export (ONNX and a plain state_dict; image steps)."
 )
 EPILOG = (
     "Pass a step config from configs/, e.g. lit-tutorial fit --config configs/step6_optim.yaml; stack overlays from "
@@ -90,11 +92,11 @@ class LitTutorialCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:
-        """The subcommand the command line starts with, or all four when it names none (``--help``, a typo).
+        """The subcommand the command line starts with, or all of them when it names none (``--help``, a typo).
 
         LightningCLI builds a parser for every subcommand it is given, about 0.1 s each, and a command runs one.
         """
-        every = LightningCLI.subcommands()
+        every = {**LightningCLI.subcommands(), **EXPORT_SUBCOMMANDS}
         return {self._named: every[self._named]} if self._named in every else every
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -213,7 +215,7 @@ class LitTutorialCLI(LightningCLI):
     def after_validate(self) -> None:
         self._print_written(self.out)
 
-    after_test = after_predict = after_validate
+    after_test = after_predict = after_export = after_validate
 
     def _print_written(self, *folders: Path) -> None:
         """The last lines of a command: every file it wrote, so none has to be searched for."""
@@ -265,7 +267,7 @@ def _has_model(config: str) -> bool:
 
 
 # The step each subcommand runs, and LightningModule's own (empty or generic) version of it.
-_STEPS = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
+_STEPS = {"validate": "validation_step", "test": "test_step", "predict": "predict_step", "export": "predict_step"}
 
 
 def _require_step(subcommand: str, class_path: str) -> None:
@@ -413,6 +415,7 @@ def make_cli(args: list[str] | None = None, run: bool = True, record: RunRecord 
         trainer_defaults={"deterministic": True, "logger": DEFAULT_LOGGER},
         parser_kwargs={"prog": "lit-tutorial", "description": DESCRIPTION, "epilog": EPILOG},
         auto_configure_optimizers=False,
+        trainer_class=ExportingTrainer,
         parser_class=ShortErrorParser,
         args=args,
         run=run,
