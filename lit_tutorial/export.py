@@ -85,11 +85,12 @@ def export_checkpoint(model: L.LightningModule, datamodule: L.LightningDataModul
     net = copy.deepcopy(model.net).to(memory_format=torch.contiguous_format).eval()
     classifier = UInt8Classifier(net, mean, std).eval()
     # torch 2.14's default ONNX exporter (dynamo=True, through torch.export): the TorchScript-based one
-    # (dynamo=False) is deprecated and warns on every call. Exported at batch 2: batch sizes 0 and 1 would be
-    # fixed into the graph, any other size stays dynamic.
+    # (dynamo=False) is deprecated and warns on every call. Traced at batch 2: batch sizes 0 and 1 would be fixed
+    # into the graph, any other size stays dynamic. optimize=False: onnxruntime optimises the graph itself when it
+    # loads it, and torch's own pass would double the export's time for a graph a few nodes smaller.
     program = torch.onnx.export(
-        classifier, (images[:2],), dynamo=True, verbose=False, input_names=["images"],
-        output_names=["probabilities"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+        classifier, (images[:1].repeat(2, 1, 1, 1),), dynamo=True, optimize=False, verbose=False,
+        input_names=["images"], output_names=["probabilities"], dynamic_shapes=({0: torch.export.Dim("batch")},),
     )
     proto = program.model_proto
     onnx.helper.set_model_props(proto, {

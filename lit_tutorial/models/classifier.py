@@ -17,7 +17,6 @@ from lit_tutorial.internals import built_by_cli
 from lit_tutorial.models.base import TutorialModule
 from lit_tutorial.models.optim import build_optimizer, build_scheduler
 
-
 # Classes reported per image by ``predict``.
 TOP_K = 3
 
