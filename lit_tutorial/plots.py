@@ -43,35 +43,45 @@ def confusion_figure(confusion: torch.Tensor, class_names: list[str]) -> Figure:
 def sample_grid_figure(images: torch.Tensor, truth: torch.Tensor, predicted: torch.Tensor,
                        class_names: list[str]) -> Figure:
     """The tutorial's imshow step: test images in [0, 1], each captioned with ground truth and prediction."""
-    captions = [(f"GT {class_names[true]}\nPred {class_names[pred]}", "black" if true == pred else "red")
-                for true, pred in zip(truth.tolist(), predicted.tolist(), strict=True)]
-    return _image_grid(images, captions)
-
-
-def prediction_grid_figure(images: torch.Tensor, predicted: torch.Tensor, probability: torch.Tensor,
-                           class_names: list[str]) -> Figure:
-    """Images in [0, 1] (no labels needed), each captioned with its predicted class and that class's probability."""
-    captions = [(prediction_caption(class_names[pred], prob), "black")
-                for pred, prob in zip(predicted.tolist(), probability.tolist(), strict=True)]
-    return _image_grid(images, captions)
-
-
-def prediction_caption(class_name: str, probability: float) -> str:
-    return f"{class_name}\n{probability:.1%}"
-
-
-def _image_grid(images: torch.Tensor, captions: list[tuple[str, str]]) -> Figure:
-    """Images in [0, 1], 8 to a row, each with its (caption, colour)."""
     per_row = min(8, len(images))
     rows = -(-len(images) // per_row)
     figure, axes = plt.subplots(rows, per_row, figsize=(1.3 * per_row, 1.6 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, (caption, color) in zip(axes.flat, images, captions, strict=False):
+    for ax, image, true, pred in zip(axes.flat, images, truth.tolist(), predicted.tolist(), strict=False):
         ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if image.shape[0] == 1 else None)
-        ax.set_title(caption, fontsize=8, color=color)
+        ax.set_title(f"GT {class_names[true]}\nPred {class_names[pred]}", fontsize=8,
+                     color="black" if true == pred else "red")
     figure.tight_layout()
     return figure
+
+
+def prediction_grid_figure(images: torch.Tensor, predicted: torch.Tensor, probability: torch.Tensor,
+                           class_names: list[str]) -> Figure:
+    """Images in [0, 1], 8 to a row, each captioned with its predicted class and that class's probability.
+
+    One picture with the images tiled on a white sheet, not one plot per image, which matplotlib lays out far more slowly.
+    """
+    channels, height, width = images.shape[1:]
+    per_row = min(8, len(images))
+    rows = -(-len(images) // per_row)
+    cell_height, cell_width = height * 8 // 5, width * 9 // 8  # room above each image for its two-line caption
+    sheet = torch.ones(channels, rows * cell_height, per_row * cell_width)
+    figure, ax = plt.subplots(figsize=(1.3 * per_row, 1.6 * rows))
+    ax.axis("off")
+    for i, (image, pred, prob) in enumerate(zip(images, predicted.tolist(), probability.tolist(), strict=True)):
+        top, left = (i // per_row) * cell_height, (i % per_row) * cell_width
+        sheet[:, top + cell_height - height : top + cell_height, left : left + width] = image
+        ax.text(left + width / 2, top + cell_height - height - 1, prediction_caption(class_names[pred], prob),
+                ha="center", va="bottom", fontsize=8)
+    ax.imshow(sheet.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if channels == 1 else None, vmin=0, vmax=1)
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.99)
+    return figure
+
+
+def prediction_caption(class_name: str, probability: float) -> str:
+    """How predictions.png captions an image."""
+    return f"{class_name}\n{probability:.1%}"
 
 
 def save_png(figure: Figure, path: Path) -> None:
