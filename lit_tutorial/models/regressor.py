@@ -20,7 +20,8 @@ class Regressor(TutorialModule):
     def __init__(self, net: nn.Module, optimizer: OptimizerCallable = torch.optim.SGD) -> None:
         super().__init__()
         # As ImageClassifier: built by the CLI, Regressor.load_from_checkpoint(path) rebuilds net and optimizer.
-        self.save_hyperparameters(ignore=None if built_by_cli() else ["net", "optimizer"])
+        # The CLI links the DataModule's class names to every model, None here: not an argument of this one.
+        self.save_hyperparameters(ignore=["class_names"] if built_by_cli() else ["net", "optimizer"])
         self.net = net
         self.optimizer = optimizer
         self.loss_fn = nn.MSELoss(reduction="sum")
