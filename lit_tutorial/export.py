@@ -83,44 +83,49 @@ def export_checkpoint(model: L.LightningModule, datamodule: L.LightningDataModul
     names = list(model.hparams.class_names)
 
     net = copy.deepcopy(model.net).to(memory_format=torch.contiguous_format).eval()
-    classifier = UInt8Classifier(net, mean, std).eval()
-    # torch 2.14's default ONNX exporter (dynamo=True, through torch.export): the TorchScript-based one
-    # (dynamo=False) is deprecated and warns on every call. Traced at batch 2: batch sizes 0 and 1 would be fixed
-    # into the graph, any other size stays dynamic. optimize=False: onnxruntime optimises the graph itself when it
-    # loads it, and torch's own pass would double the export's time for a graph a few nodes smaller.
-    program = torch.onnx.export(
-        classifier, (images[:1].repeat(2, 1, 1, 1),), dynamo=True, optimize=False, verbose=False,
-        input_names=["images"], output_names=["probabilities"], dynamic_shapes=({0: torch.export.Dim("batch")},),
-    )
-    proto = program.model_proto
+    proto = to_onnx(UInt8Classifier(net, mean, std).eval(), images[:1])
     onnx.helper.set_model_props(proto, {
         "class_names": json.dumps(names),
         "input": "uint8 images (N, C, H, W), pixel values 0-255",
         "output": "class probabilities (N, classes), in the order of class_names",
         "normalization": json.dumps({"mean": mean, "std": std}),
     })
+    exported = proto.SerializeToString()
+    _check_same_probabilities(exported, onnxruntime, model, datamodule, images)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in ("model.onnx", "classes.txt", "state_dict.pt")}
     with atomic_write(paths["model.onnx"]) as f:
-        f.write(proto.SerializeToString())
+        f.write(exported)
     with atomic_write(paths["classes.txt"], "w") as f:
         f.write("".join(f"{name}\n" for name in names))
     with atomic_write(paths["state_dict.pt"]) as f:
         torch.save(net.state_dict(), f)
-    _check_same_probabilities(paths["model.onnx"], onnxruntime, model, datamodule, images)
     return list(paths.values())
 
 
-def _check_same_probabilities(path: Path, onnxruntime, model: L.LightningModule,
+def to_onnx(classifier: nn.Module, image: torch.Tensor):
+    """``classifier`` as an ONNX ``ModelProto`` taking uint8 images shaped like ``image`` (1, C, H, W), any batch."""
+    # torch 2.14's default ONNX exporter (dynamo=True, through torch.export): the TorchScript-based one
+    # (dynamo=False) is deprecated and warns on every call. Traced at batch 2: batch sizes 0 and 1 would be fixed
+    # into the graph, any other size stays dynamic. optimize=False: onnxruntime optimises the graph itself when it
+    # loads it, and torch's own pass would double the export's time for a graph a few nodes smaller.
+    program = torch.onnx.export(
+        classifier, (image.repeat(2, 1, 1, 1),), dynamo=True, optimize=False, verbose=False,
+        input_names=["images"], output_names=["probabilities"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
+    return program.model_proto
+
+
+def _check_same_probabilities(exported: bytes, onnxruntime, model: L.LightningModule,
                               datamodule: L.LightningDataModule, images: torch.Tensor) -> None:
-    """The exported file must give the model's own probabilities on a batch of test images; a bug otherwise."""
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    exported = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+    """The exported model must give the checkpoint's own probabilities on a batch of test images; a bug otherwise."""
+    session = onnxruntime.InferenceSession(exported, providers=["CPUExecutionProvider"])
+    given = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
     with torch.no_grad():
         expected = F.softmax(model(datamodule.normalize(images)), dim=1)
-    difference = (exported - expected).abs().max().item()
+    difference = (given - expected).abs().max().item()
     if not difference <= TOLERANCE:
-        raise RuntimeError(f"{path} gives probabilities up to {difference:.2e} away from the checkpoint's")
+        raise RuntimeError(f"the exported model's probabilities are up to {difference:.2e} away from the checkpoint's")
 
 
 def _onnx_packages():

@@ -60,7 +60,7 @@ def prediction_grid_figure(images: torch.Tensor, predicted: torch.Tensor, probab
                            class_names: list[str]) -> Figure:
     """Images in [0, 1], 8 to a row, each captioned with its predicted class and that class's probability.
 
-    One picture with the images tiled on a white sheet, not one plot per image, which matplotlib lays out far more slowly.
+    One picture with the images tiled on a white sheet: one plot per image would take matplotlib far longer.
     """
     channels, height, width = images.shape[1:]
     per_row = min(8, len(images))
