@@ -154,8 +154,7 @@ from lit_tutorial.models import FromScratchRegressor, ImageClassifier, Regressor
 digits, predictions, regressor, from_scratch = sys.argv[1:]
 model = ImageClassifier.load_from_checkpoint(digits)
 model.eval()
-data = DigitsDataModule()
-data.load_state_dict(torch.load(digits, weights_only=True)["DigitsDataModule"])  # the trained normalisation
+data = DigitsDataModule.load_from_checkpoint(digits)  # with the normalisation the model was trained with
 data.setup("predict")
 row = next(csv.DictReader(open(predictions)))
 position = data.test_index().tolist().index(int(row["index"]))
