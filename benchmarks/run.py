@@ -38,8 +38,8 @@ from torchvision import transforms
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the package, and the tutorial's code the tests compare with
+from formats import write_cifar10, write_mnist  # noqa: E402
 from lit_tutorial.cli import make_cli  # noqa: E402
-from lit_tutorial.data.formats import write_cifar10, write_mnist  # noqa: E402
 from lit_tutorial.nets import DynamicNet, LeNet, MnistNet, TwoLayerNet, two_layer_sequential  # noqa: E402
 from sources import tutorial_step2  # noqa: E402
 

@@ -152,7 +152,7 @@ class PredictionCSVWriter(BasePredictionWriter):
         index, classes, probabilities = (torch.cat([p[key] for p in predictions]).cpu()
                                          for key in ("index", "classes", "probabilities"))
         names = pl_module.hparams.class_names
-        files = getattr(trainer.datamodule, "predict_files", None)
+        files = getattr(trainer.datamodule, "predict_files", None) or None  # empty: a test set, not files
         labels = torch.cat(self._labels).tolist() if self._labels else None
         out = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
         # One file per process under DDP, each holding that process's share of the samples.

@@ -22,9 +22,11 @@ from lit_tutorial.errors import UserError
 from lit_tutorial.files import atomic_write
 
 # Settings that may differ between a checkpoint's run and the run that resumes or evaluates it: where the data
-# lives and how batches are gathered change no number.
+# lives and how batches are gathered change no number (a folder's images are compared by their fingerprint, see
+# ImageFolderDataModule.load_state_dict), nor do the files predict reads.
 NEUTRAL_SETTINGS = ("data.init_args.data_dir", "data.init_args.download", "data.init_args.num_workers",
-                    "data.init_args.device_resident", "model.init_args.class_names")
+                    "data.init_args.device_resident", "model.init_args.class_names", "data.init_args.root",
+                    "data.init_args.test_root", "data.init_args.predict_dir")
 # What a resumed fit must share with the run it continues, besides the model and the data.
 TRAINER_SETTINGS = ("accumulate_grad_batches", "precision", "gradient_clip_val", "gradient_clip_algorithm")
 SETTINGS_KEY = "lit_tutorial_settings"

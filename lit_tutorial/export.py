@@ -79,6 +79,8 @@ def export_checkpoint(model: L.LightningModule, datamodule: L.LightningDataModul
         datamodule.load_state_dict(state)
     datamodule.setup("test")
     images = next(iter(datamodule.test_dataloader()))[0]
+    with torch.no_grad():  # what the exported model must give on these images
+        expected = F.softmax(model(datamodule.normalize(images)), dim=1)
     mean, std = [float(v) for v in datamodule.mean], [float(v) for v in datamodule.std]
     names = list(model.hparams.class_names)
 
@@ -91,7 +93,7 @@ def export_checkpoint(model: L.LightningModule, datamodule: L.LightningDataModul
         "normalization": json.dumps({"mean": mean, "std": std}),
     })
     exported = proto.SerializeToString()
-    _check_same_probabilities(exported, onnxruntime, model, datamodule, images)
+    _check_same_probabilities(exported, onnxruntime, images, expected)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in ("model.onnx", "classes.txt", "state_dict.pt")}
     with atomic_write(paths["model.onnx"]) as f:
@@ -116,13 +118,10 @@ def to_onnx(classifier: nn.Module, image: torch.Tensor):
     return program.model_proto
 
 
-def _check_same_probabilities(exported: bytes, onnxruntime, model: L.LightningModule,
-                              datamodule: L.LightningDataModule, images: torch.Tensor) -> None:
+def _check_same_probabilities(exported: bytes, onnxruntime, images: torch.Tensor, expected: torch.Tensor) -> None:
     """The exported model must give the checkpoint's own probabilities on a batch of test images; a bug otherwise."""
     session = onnxruntime.InferenceSession(exported, providers=["CPUExecutionProvider"])
     given = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
-    with torch.no_grad():
-        expected = F.softmax(model(datamodule.normalize(images)), dim=1)
     difference = (given - expected).abs().max().item()
     if not difference <= TOLERANCE:
         raise RuntimeError(f"the exported model's probabilities are up to {difference:.2e} away from the checkpoint's")

@@ -11,10 +11,10 @@ import lightning as L
 import pytest
 import torch
 import torchvision
+from formats import write_cifar10, write_image_folder, write_mnist
 from fresh_processes import FreshProcesses
 
 from lit_tutorial.cli import main
-from lit_tutorial.data.formats import write_cifar10, write_mnist
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -105,7 +105,8 @@ def assert_curves_equal(actual, expected, rtol: float) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_vision_root(tmp_path_factory) -> Path:
-    """40 train and 21 test random images each of CIFAR10 and MNIST, in torchvision's on-disk formats."""
+    """40 train and 21 test random images each of CIFAR10 and MNIST, in torchvision's on-disk formats, and 30 PNG
+    files in 10 class folders (``folder/``)."""
     root = tmp_path_factory.mktemp("vision_data")
     generator = torch.Generator().manual_seed(0)
 
@@ -115,6 +116,7 @@ def tiny_vision_root(tmp_path_factory) -> Path:
 
     write_cifar10(root, split(40, 3, 32), split(21, 3, 32))
     write_mnist(root, split(40, 1, 28), split(21, 1, 28))
+    write_image_folder(root / "folder", *split(30, 3, 32))
     return root
 
 
@@ -137,6 +139,8 @@ def vision_data_args(tiny_vision_root, trust_cifar_files):
     """Extra CLI flags that point an image config at the tiny on-disk data (none for the other configs)."""
 
     def args(config: Path) -> list[str]:
+        if "ImageFolderDataModule" in config.read_text():
+            return [f"--data.init_args.root={tiny_vision_root / 'folder'}"]
         if "data_dir" not in config.read_text():
             return []
         return [f"--data.init_args.data_dir={tiny_vision_root}", "--data.init_args.download=false",

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from formats import write_cifar10, write_mnist
 
 from conftest import CONFIGS, quiet_trainer_args, run_cli
 from lit_tutorial.cli import make_cli
-from lit_tutorial.data.formats import write_cifar10, write_mnist
 
 STEP8 = ["--config", str(CONFIGS / "step8_control_flow.yaml"), "--data.init_args.steps=3"]
 DIGITS = ["--config", str(CONFIGS / "step10_digits.yaml"), "--trainer.max_epochs=1",
@@ -215,7 +215,7 @@ def test_a_read_only_data_folder_still_gets_its_statistics(tmp_path, monkeypatch
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("lit_tutorial.data.images.atomic_write", read_only)
+    monkeypatch.setattr("lit_tutorial.data.stats.atomic_write", read_only)
     datamodule = MNISTDataModule(str(_mnist(tmp_path / "data")), download=False, val_size=4, mean="auto", std="auto")
     datamodule.setup("fit")
     assert len(datamodule.mean) == 1 and datamodule.std[0] > 0

@@ -85,3 +85,16 @@ def test_onnx_benchmark_times_both_sides(monkeypatch, capsys):
             if line.startswith("| LeNet")]
     assert [row[:2] for row in rows] == [["LeNet", "1"], ["LeNet", "3"]]
     assert all(float(row[2].replace(",", "")) > 0 and float(row[3].replace(",", "")) > 0 for row in rows)
+
+
+def test_folder_benchmark_times_both_loaders_on_png_files(monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("benchmark_folder", BENCHMARK.with_name("folder.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["folder.py", "--images", "80", "--epochs", "2"])
+    module.main()
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split("|")[1:-1] for line in lines[lines.index("|---|---|---|---|") + 1 :]]
+    assert [row[0].strip().split(",")[0] for row in rows] == ["ImageFolderDataModule"] * 2 + [
+        "torchvision ImageFolder + DataLoader"] * 2
+    assert all(float(cell) > 0 for row in rows for cell in row[1:3])

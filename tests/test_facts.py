@@ -9,6 +9,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from formats import write_cifar10
 from torch import nn
 from torchvision import transforms
 
@@ -16,7 +17,6 @@ from conftest import CONFIGS, quiet_trainer_args, run_cli
 from lit_tutorial.callbacks import TestReport
 from lit_tutorial.cli import make_cli
 from lit_tutorial.data import CIFAR10DataModule, MNISTDataModule, RandomTensorDataModule
-from lit_tutorial.data.formats import write_cifar10
 from lit_tutorial.errors import UserError
 from lit_tutorial.models import FromScratchRegressor, ImageClassifier, Regressor
 from lit_tutorial.nets import LeNet, MnistNet, two_layer_sequential

@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from formats import write_image_folder
 
 from lit_tutorial import plots
 from lit_tutorial.callbacks import PredictionCSVWriter
@@ -16,17 +17,14 @@ from lit_tutorial.models import ImageClassifier
 from lit_tutorial.nets import MnistNet
 
 
-class DigitFiles(DigitsDataModule):
-    """Stands in for a DataModule that predicts on image files: batches of ``(images, index)``, no labels, and
-    ``predict_files`` saying which file each index is."""
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        self.predict_files = [Path("drawings") / f"digit_{i:03d}.png" for i in range(len(self.splits["test"][0]))]
-
-    def predict_dataloader(self):
-        images = self.splits["test"][0]
-        return self._loader("predict", tensors=(images, torch.arange(len(images))))
+@pytest.fixture
+def drawings(tmp_path) -> Path:
+    """70 of the digits' test images as PNG files in one sub-folder per digit (more than the grid's 64)."""
+    source = DigitsDataModule()
+    source.setup("test")
+    images, labels = source.split("test")
+    write_image_folder(tmp_path / "drawings", images[:70], labels[:70])
+    return tmp_path / "drawings"
 
 
 @pytest.fixture
@@ -54,10 +52,10 @@ def _predict(datamodule: L.LightningDataModule, tmp_path: Path) -> tuple[list[di
     return list(csv.DictReader((tmp_path / "predictions.csv").open())), model.eval()
 
 
-def _top3(model: ImageClassifier, datamodule: DigitsDataModule) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's own top 3 classes and probabilities for every test image, in test-set order."""
+def _top3(model: ImageClassifier, datamodule: DigitsDataModule, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's own top 3 classes and probabilities for every image of ``split``, in its order."""
     with torch.no_grad():
-        probabilities = F.softmax(model(datamodule.normalize(datamodule.splits["test"][0])), dim=1)
+        probabilities = F.softmax(model(datamodule.normalize(datamodule.splits[split][0])), dim=1)
     top = probabilities.topk(3, dim=1)
     return top.indices, top.values
 
@@ -68,16 +66,18 @@ def _assert_top3(row: dict, classes: list[int], probabilities: list[float]) -> N
     assert got == pytest.approx(probabilities, abs=2e-6)
 
 
-def test_predictions_on_files_name_each_file_and_its_top_three(tmp_path, figure_captions):
-    datamodule = DigitFiles(batch_size=50)
+def test_predictions_on_files_name_each_file_and_its_top_three(drawings, tmp_path, figure_captions):
+    datamodule = DigitsDataModule(batch_size=50, predict_dir=str(drawings))
     rows, model = _predict(datamodule, tmp_path)
     assert list(rows[0]) == ["file", "predicted", "probability", "second", "second_probability", "third",
                              "third_probability"]
-    assert [row["file"] for row in rows] == [str(path) for path in datamodule.predict_files]
-    classes, probabilities = _top3(model, datamodule)
+    files = [row["file"] for row in rows]
+    assert files == [str(path) for path in datamodule.predict_files] and len(files) == 70
+    assert all(Path(file).parent.parent == drawings for file in files)  # predict_dir as given, then class/file
+    classes, probabilities = _top3(model, datamodule, "predict")
     for row, top, top_probabilities in zip(rows, classes.tolist(), probabilities.tolist(), strict=True):
         _assert_top3(row, top, top_probabilities)
-    # The grid: the first 64 images (of 360), each titled with its predicted class and probability.
+    # The grid: the first 64 images (of 70), each captioned with its predicted class and probability.
     expected = [plots.prediction_caption(str(c), p) for c, p in zip(classes[:64, 0].tolist(),
                                                                     probabilities[:64, 0].tolist(), strict=True)]
     assert figure_captions["predictions.png"] == expected
@@ -89,7 +89,7 @@ def test_predictions_on_a_test_set_keep_index_and_label(tmp_path, figure_caption
     assert list(rows[0])[:3] == ["index", "label", "predicted"]
     index, labels = datamodule.test_index().tolist(), datamodule.splits["test"][1].tolist()
     assert [int(row["index"]) for row in rows] == index and [row["label"] for row in rows] == list(map(str, labels))
-    classes, probabilities = _top3(model, datamodule)
+    classes, probabilities = _top3(model, datamodule, "test")
     for row, top, top_probabilities in zip(rows, classes.tolist(), probabilities.tolist(), strict=True):
         _assert_top3(row, top, top_probabilities)
     assert len(figure_captions["predictions.png"]) == 64

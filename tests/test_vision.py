@@ -15,15 +15,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from formats import write_cifar10, write_mnist
 from torchvision import transforms
 
 from conftest import CONFIGS, LossRecorder, assert_curves_equal, quiet_trainer_args, run_cli
 from lit_tutorial.callbacks import PredictionCSVWriter
 from lit_tutorial.cli import make_cli
 from lit_tutorial.data import CIFAR10DataModule, MNISTDataModule
-from lit_tutorial.data.formats import write_cifar10, write_mnist
-from lit_tutorial.data.images import channel_stats
 from lit_tutorial.data.loader import TensorLoader
+from lit_tutorial.data.stats import channel_stats
 from lit_tutorial.models import ImageClassifier
 from lit_tutorial.nets import LeNet, MnistNet
 from sources import source_twin

@@ -6,34 +6,27 @@ from pathlib import Path
 import torch
 import torchvision
 
-from lit_tutorial.data.images import ImageDataModule, download_failed, unpack
+from lit_tutorial.data.downloads import DownloadedDataModule, unpack
 from lit_tutorial.errors import UserError
 
 
-class CIFAR10DataModule(ImageDataModule):
+class CIFAR10DataModule(DownloadedDataModule):
     """CIFAR10 through ``torchvision.datasets.CIFAR10``, normalised as the tutorial does: Normalize(0.5, 0.5)."""
 
+    dataset = "CIFAR10"
     class_names = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    image_shape = (3, 32, 32)
     default_stats = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
 
-    def prepare_data(self) -> None:
-        if self._problem() is None:
-            return
-        if (problem := self._folder_problem()) is not None:  # not the network's fault: no download is tried
-            raise UserError(problem)
-        cifar = torchvision.datasets.CIFAR10
-        archive = self.data_dir / cifar.filename
+    def _unpack(self) -> None:
+        archive = self.data_dir / torchvision.datasets.CIFAR10.filename
         if archive.is_file():
             unpack(archive, self.data_dir, "CIFAR10")
-        elif self.hparams.download:
-            try:
-                cifar(self.data_dir, train=True, download=True)
-            except OSError as error:  # URLError, timeouts, refused connections, disk full
-                raise download_failed("CIFAR10", error, self._place()) from error
 
-    def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        if (problem := self._problem()) is not None:
-            raise UserError(problem)
+    def _download(self) -> None:
+        torchvision.datasets.CIFAR10(self.data_dir, train=True, download=True)
+
+    def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         try:
             dataset = torchvision.datasets.CIFAR10(self.data_dir, train=train, download=False)
         except (KeyError, ValueError, TypeError) as error:  # a pickle without CIFAR10's keys or shapes
@@ -44,10 +37,7 @@ class CIFAR10DataModule(ImageDataModule):
         images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2)
         return images, torch.tensor(dataset.targets, dtype=torch.int64)
 
-    def _problem(self) -> str | None:
-        """What is wrong with the files under ``data_dir``, as one sentence; ``None`` if they are all readable."""
-        if (problem := self._folder_problem()) is not None:
-            return problem
+    def _files_problem(self) -> str | None:
         cifar = torchvision.datasets.CIFAR10
         folder = self.data_dir / cifar.base_folder
         files = [*cifar.train_list, *cifar.test_list, [cifar.meta["filename"], cifar.meta["md5"]]]
@@ -62,7 +52,6 @@ class CIFAR10DataModule(ImageDataModule):
         return None
 
     def _place(self) -> str:
-        """Where to put the dataset by hand, the archive or its contents, with the exact names torchvision reads."""
         cifar = torchvision.datasets.CIFAR10
         root = self.data_dir.absolute()
         return (f"fetch {cifar.url} where there is a network and put it as it is at {root / cifar.filename}, or "

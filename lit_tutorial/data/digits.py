@@ -2,7 +2,8 @@
 
 import torch
 
-from lit_tutorial.data.images import ImageDataModule, Stats
+from lit_tutorial.data.images import ImageDataModule, Invert
+from lit_tutorial.data.stats import Stats
 from lit_tutorial.errors import UserError, require_positive
 
 
@@ -14,6 +15,8 @@ class DigitsDataModule(ImageDataModule):
     """
 
     class_names = tuple(str(d) for d in range(10))
+    image_shape = (1, 28, 28)
+    default_invert = "auto"
 
     def __init__(
         self,
@@ -25,9 +28,13 @@ class DigitsDataModule(ImageDataModule):
         std: Stats | None = None,
         device_resident: bool = False,
         num_workers: int = 0,
+        predict_dir: str | None = None,
+        invert: Invert | None = None,
+        skip_unreadable: bool = False,
     ) -> None:
         super().__init__(data_dir=None, download=False, batch_size=batch_size, val_size=val_size, seed=seed, mean=mean,
-                         std=std, device_resident=device_resident, num_workers=num_workers)
+                         std=std, device_resident=device_resident, num_workers=num_workers, predict_dir=predict_dir,
+                         invert=invert, skip_unreadable=skip_unreadable)
         require_positive("data.test_size", test_size)
 
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

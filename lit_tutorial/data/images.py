@@ -1,54 +1,29 @@
 """What steps 9-10's image DataModules share: uint8 images in memory, a seeded split, normalisation on the device.
 
-Each dataset (one file each: ``cifar10.py``, ``mnist.py``, ``digits.py``) loads its files through the real
-``torchvision.datasets`` class (or scikit-learn), keeps the images as one uint8 tensor (N, C, H, W), serves
-batches with :class:`TensorLoader` and normalises whole batches after they reach the device (``ToTensor`` +
-``Normalize``, done once per batch instead of once per image through PIL).
+Each dataset (one file each: ``cifar10.py``, ``mnist.py``, ``digits.py``, ``folder.py``) loads its images once
+(through the real ``torchvision.datasets`` class, scikit-learn or Pillow), keeps them as one uint8 tensor
+(N, C, H, W), serves batches with :class:`TensorLoader` and normalises whole batches after they reach the device
+(``ToTensor`` + ``Normalize``, done once per batch instead of once per image through PIL). ``predict_dir`` points
+``predict`` at a folder of the user's own image files instead of the test set.
 """
 
-import hashlib
-import json
-import math
-import tarfile
-import zlib
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torchvision.datasets.utils import extract_archive
 
+from lit_tutorial.data import image_files
 from lit_tutorial.data.loader import TensorLoader
+from lit_tutorial.data.stats import Stats, cached_stats, check_normalization, data_key
 from lit_tutorial.errors import UserError, require_positive, require_seed
-from lit_tutorial.files import atomic_write
 
-Stats = list[float] | Literal["auto"]
-
-
-def channel_stats(
-    images: torch.Tensor, rows: torch.Tensor | None = None, chunk: int = 4096
-) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images scaled to [0, 1], streamed in chunks with float64 sums.
-
-    The tutorial's recipe: for each channel, the mean over all pixels of all images, then the square root of the
-    mean squared deviation (the population std).
-    """
-    rows = torch.arange(len(images)) if rows is None else rows
-    total = torch.zeros(images.shape[1], dtype=torch.float64)
-    total_sq = torch.zeros_like(total)
-    for start in range(0, len(rows), chunk):
-        block = images[rows[start : start + chunk]].to(torch.float64).div_(255)
-        total += block.sum(dim=(0, 2, 3))
-        total_sq += block.square().sum(dim=(0, 2, 3))
-    count = len(rows) * images.shape[2] * images.shape[3]
-    mean = total / count
-    std = (total_sq / count - mean.square()).clamp_(min=0).sqrt()
-    return mean.tolist(), std.tolist()
+Invert = bool | Literal["auto"]
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Shared machinery: seeded train/val split, normalisation, resumable in-memory loaders.
+    """Shared machinery: seeded train/val split, normalisation, resumable in-memory loaders, predicting on files.
 
     Args:
         data_dir: Folder holding (or receiving) the dataset files, and the ``auto`` statistics cache.
@@ -63,10 +38,20 @@ class ImageDataModule(L.LightningDataModule):
         device_resident: Keep the uint8 dataset on the accelerator and gather batches there.
         num_workers: Worker processes that gather batches; 0 (the default, fastest for in-memory data) gathers
             them in the training process.
+        predict_dir: A folder of image files (searched recursively) that ``predict`` classifies instead of the
+            test set; each is converted to the training images' shape (grey or RGB; the shorter side resized,
+            then centre-cropped) and normalised as they are.
+        invert: Turn the image files of ``predict_dir`` into their negative (255 - value): ``true``, ``false``, or
+            ``auto``, which inverts a picture whose one-pixel border is brighter on average than the whole
+            picture (dark strokes on a light background); unset, ``auto`` for the MNIST-style digits (light on
+            dark) and ``false`` for the others.
+        skip_unreadable: Leave out image files Pillow cannot read (listed in a warning) instead of stopping.
     """
 
     class_names: tuple[str, ...] = ()
+    image_shape: tuple[int, int, int] = (0, 0, 0)  # (channels, height, width) of the training images
     default_stats: tuple[Stats, Stats] = ("auto", "auto")
+    default_invert: Invert = False
 
     def __init__(
         self,
@@ -80,6 +65,9 @@ class ImageDataModule(L.LightningDataModule):
         std: Stats | None = None,
         device_resident: bool = False,
         num_workers: int = 0,
+        predict_dir: str | None = None,
+        invert: Invert | None = None,
+        skip_unreadable: bool = False,
     ) -> None:
         super().__init__()
         require_positive("data.batch_size", batch_size)
@@ -91,12 +79,14 @@ class ImageDataModule(L.LightningDataModule):
             raise UserError(f"data.val_size must be >= 0, got {val_size}; use 0 for no validation split.")
         require_seed("data.seed", seed)
         mean, std = (mean, std) if mean is not None or std is not None else self.default_stats
-        _check_normalization(mean, std)
+        check_normalization(mean, std)
         self.save_hyperparameters()
         self.data_dir = Path(data_dir) if data_dir else None
         self.mean, self.std = mean, std
+        self.invert = self.default_invert if invert is None else invert
         self.test_batch_size = test_batch_size or batch_size
-        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = {}
+        self.predict_files: list[Path] = []  # with predict_dir: the file of each predicted image, by index
         self._loaders: dict[str, TensorLoader] = {}
         self._stats_on_device: dict = {}
 
@@ -115,19 +105,21 @@ class ImageDataModule(L.LightningDataModule):
             self.splits["val"] = (images, labels, val)
             if self.mean == "auto":
                 self.mean, self.std = self._auto_stats(images, train)
-        if stage in ("test", "predict") and "test" not in self.splits:
-            images, labels = self._load_checked(train=False)
-            self.splits["test"] = (images, labels, None)
-            if self.mean == "auto":
-                train_images, _ = self._load_checked(train=True)
-                self.mean, self.std = self._auto_stats(train_images, self._split_rows(len(train_images))[0])
+        if stage == "predict" and self.hparams.predict_dir is not None:
+            if "predict" not in self.splits:
+                self.predict_files, images = self._read_predict_dir(Path(self.hparams.predict_dir))
+                self.splits["predict"] = (images, None, None)
+        elif stage in ("test", "predict") and "test" not in self.splits:
+            # ``mean: auto`` is not computed here: the checkpoint being evaluated brings the statistics it was
+            # trained with (``load_state_dict``, after setup); only without one are they computed (``_stats_on``).
+            self.splits["test"] = (*self._load_checked(train=False), None)
         model = getattr(self.trainer, "lightning_module", None)
         if model is not None:
             self._check_model_takes(model, next(iter(self.splits.values()))[0][:1])
         if self.hparams.device_resident and self.trainer is not None:
             device = self.trainer.strategy.root_device
             moved: dict[int, torch.Tensor] = {}  # train and val share one tensor: move it once
-            to_device = lambda t: moved.setdefault(id(t), t.to(device))  # noqa: E731
+            to_device = lambda t: t if t is None else moved.setdefault(id(t), t.to(device))  # noqa: E731
             self.splits = {k: (to_device(x), to_device(y), rows) for k, (x, y, rows) in self.splits.items()}
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,6 +141,10 @@ class ImageDataModule(L.LightningDataModule):
         return torch.arange(len(self.splits["test"][0]))
 
     def predict_dataloader(self) -> TensorLoader:
+        if self.hparams.predict_dir is not None:
+            # Batches of (images, index): files have no labels; ``predict_files[index]`` is the image's file.
+            images = self.splits["predict"][0]
+            return self._loader("predict", tensors=(images, torch.arange(len(images), device=images.device)))
         # Batches of (images, labels, index): the labels for predictions.csv, the index to say which image it was.
         images, labels, _ = self.splits["test"]
         return self._loader("predict", tensors=(images, labels, self.test_index().to(images.device)))
@@ -168,6 +164,9 @@ class ImageDataModule(L.LightningDataModule):
         return (images * std + mean).clamp(0, 1)
 
     def _stats_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mean == "auto":  # an evaluation of weights without saved statistics (--ckpt_path initial)
+            images, _ = self._load_checked(train=True)
+            self.mean, self.std = self._auto_stats(images, self._split_rows(len(images))[0])
         # Built once per device and value: a fresh host-to-GPU copy on every batch would stall the GPU.
         key = (device, tuple(self.mean), tuple(self.std))
         if key not in self._stats_on_device:
@@ -177,6 +176,8 @@ class ImageDataModule(L.LightningDataModule):
         return self._stats_on_device[key]
 
     def state_dict(self) -> dict:
+        # Saved in every checkpoint: an evaluation normalises with the very numbers the weights were trained with,
+        # whatever the data folder holds then (no cache file, no training images needed).
         return {"mean": self.mean, "std": self.std}
 
     def load_state_dict(self, state: dict) -> None:
@@ -201,20 +202,29 @@ class ImageDataModule(L.LightningDataModule):
             )
         return self._loaders[split]
 
-    def _folder_problem(self) -> str | None:
-        """``data_dir`` (or a folder above it) is a file: no download could help, so it is said as it is."""
-        existing = next((p for p in (self.data_dir, *self.data_dir.parents) if p.exists()), None)
-        if existing is not None and not existing.is_dir():
-            return (f"data.data_dir {self.data_dir} cannot be a folder because {existing} is a file; point "
-                    "data.data_dir at a folder (it is created if missing).")
-        return None
-
     def _split_rows(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training and validation rows of the training file: a permutation drawn from ``seed``."""
-        if self.hparams.val_size >= n:
+        val_size = count_of(self.hparams.val_size, n)
+        if val_size >= n:
             raise UserError(f"data.val_size={self.hparams.val_size} leaves no training images out of {n}; lower it.")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.seed))
-        return order[self.hparams.val_size :], order[: self.hparams.val_size]
+        return order[val_size:], order[:val_size]
+
+    def _read_predict_dir(self, folder: Path) -> tuple[list[Path], torch.Tensor]:
+        """The image files under ``predict_dir``, converted as the training images are (their channels and size)."""
+        if not folder.is_dir():
+            raise UserError(f"data.predict_dir {folder} is not a folder; give the folder of images to classify.")
+        files = image_files.list_images(folder)
+        if not files:
+            raise UserError(f"data.predict_dir {folder} holds no image files ({image_files.EXTENSIONS_TEXT}); put the "
+                            "pictures to classify there.")
+        channels, height, width = self.image_shape
+        images, kept = image_files.read_images(files, channels, (height, width), self.invert,
+                                               self.hparams.skip_unreadable)
+        if not kept:
+            raise UserError(f"data.predict_dir {folder} holds no image file that can be read; put the pictures to "
+                            "classify there.")
+        return [files[i] for i in kept], images
 
     def _check_model_takes(self, model: L.LightningModule, image: torch.Tensor) -> None:
         """One image through the model before training: a net built for other images, or for another number of
@@ -224,7 +234,8 @@ class ImageDataModule(L.LightningDataModule):
         model.eval()  # no dropout: the check draws nothing from the RNG
         try:
             with torch.no_grad():
-                outputs = model(self.normalize(image.to(model.device)))
+                # Shapes are what is checked: the statistics may still come from the checkpoint.
+                outputs = model(image.to(model.device).float().div(255))
         except RuntimeError as error:
             raise UserError(
                 f"the model's net cannot take this data's {shape} images ({str(error).splitlines()[0]}); pair the "
@@ -261,18 +272,8 @@ class ImageDataModule(L.LightningDataModule):
         computing the statistics), so replaced files never reuse old numbers; an unreadable cache is recomputed and
         a folder that cannot be written is left alone.
         """
-        key = _data_key(images, rows)
-        cache = self.data_dir / f"{type(self).__name__}_stats_{key}.json" if self.data_dir else None
-        stats = _read_stats(cache, images.shape[1]) if cache is not None else None
-        if stats is None:
-            stats = channel_stats(images, rows)
-            if cache is not None:
-                try:
-                    with atomic_write(cache, "w") as f:
-                        f.write(json.dumps({"mean": stats[0], "std": stats[1]}))
-                except OSError:  # a read-only data folder: the statistics are used, not cached
-                    pass
-        mean, std = stats
+        cache = self.data_dir / f"{type(self).__name__}_stats_{data_key(images, rows)}.json" if self.data_dir else None
+        mean, std = cached_stats(images, rows, cache)
         if not all(s > 0 for s in std):
             raise UserError(f"data.std: 'auto' found std {std}: a channel of the training images is constant, so "
                             "normalising would divide by zero; give data.mean and data.std as lists.")
@@ -282,55 +283,6 @@ class ImageDataModule(L.LightningDataModule):
         return mean, std
 
 
-def _data_key(images: torch.Tensor, rows: torch.Tensor) -> str:
-    array = images.numpy()
-    digest = hashlib.blake2b(array if array.flags.c_contiguous else array.copy(order="C"), digest_size=8)
-    digest.update(rows.numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _read_stats(cache: Path, channels: int) -> tuple[list[float], list[float]] | None:
-    """The cached statistics, or ``None`` when the cache is missing, unreadable or not a valid pair."""
-    try:
-        stats = json.loads(cache.read_text())
-        mean, std = [float(v) for v in stats["mean"]], [float(v) for v in stats["std"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    valid = len(mean) == len(std) == channels and all(math.isfinite(v) for v in mean + std)
-    return (mean, std) if valid else None
-
-
-def _check_normalization(mean: Stats | None, std: Stats | None) -> None:
-    """Both ``auto``, or two lists of finite numbers of one length with every std > 0."""
-    if mean is None or std is None or (mean == "auto") != (std == "auto"):
-        raise UserError(f"data.mean and data.std go together: give both as 'auto' or both as lists of one value per "
-                        f"channel; got mean {mean} and std {std}.")
-    if mean == "auto":
-        return
-    if len(mean) != len(std) or not all(math.isfinite(m) for m in mean) or not all(0 < s < math.inf for s in std):
-        raise UserError(f"data.mean and data.std must list finite values, one per channel, with every std > 0; "
-                        f"got mean {mean} and std {std}.")
-
-
-def cause(error: BaseException) -> str:
-    """The last line of an error's message (the most specific: torchvision lists each mirror it tried first)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1].rstrip(":.") if lines else type(error).__name__
-
-
-def download_failed(dataset: str, error: BaseException, place: str) -> UserError:
-    return UserError(
-        f"could not download {dataset} ({cause(error)}); {place}, and run the same command again "
-        "(add --data.init_args.download=false to skip the download)."
-    )
-
-
-def unpack(archive: Path, into: Path, dataset: str) -> None:
-    """Extract an archive the user placed by hand; it needs no network, so ``download: false`` does it too."""
-    rank_zero_info(f"Extracting {archive} into {into}")
-    try:
-        extract_archive(str(archive), str(into))
-    except (OSError, EOFError, tarfile.TarError, zlib.error) as error:
-        raise UserError(
-            f"{archive} is not a readable {dataset} archive ({cause(error)}); delete it and fetch it again."
-        ) from error
+def count_of(size: int | float, n: int) -> int:
+    """A split's size out of ``n`` images: a count, or a fraction when given as a float."""
+    return round(size * n) if isinstance(size, float) else size

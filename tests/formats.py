@@ -1,5 +1,7 @@
 """Writers for the exact on-disk formats torchvision reads, so tests and benchmarks run with no download.
 
+An image folder: ``<root>/<class>/<n>.png`` (or another format Pillow writes), as torchvision's ``ImageFolder`` reads.
+
 CIFAR10: ``cifar-10-batches-py/`` with five ``data_batch_N`` pickles, ``test_batch`` and ``batches.meta``
 (dicts with str keys; ``data`` is uint8 (N, 3072) channel-major). MNIST: ``MNIST/raw/`` with the four IDX files
 (big-endian magic 0x0803 for images, 0x0801 for labels, then int32 sizes, then raw uint8).
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 CIFAR10_LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -50,3 +53,17 @@ def write_mnist(root: Path, train: Split, test: Split) -> Path:
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x0801, len(labels))
                                                            + labels.numpy().astype(np.uint8).tobytes())
     return raw
+
+
+def write_image_folder(root: Path, images: torch.Tensor, labels: torch.Tensor, suffix: str = ".png",
+                       **save_args) -> list[Path]:
+    """Write uint8 images (N, C, H, W), C 1 or 3, as ``root/<label>/<n>.<suffix>`` (``n`` the image's position,
+    zero-padded, so files sort in the images' order); ``save_args`` go to Pillow's ``save`` (e.g. ``quality``)."""
+    paths = []
+    for n, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
+        path = Path(root) / str(label) / f"{n:05d}{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        array = image.numpy()
+        Image.fromarray(array[0] if len(array) == 1 else array.transpose(1, 2, 0)).save(path, **save_args)
+        paths.append(path)
+    return paths
