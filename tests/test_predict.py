@@ -13,6 +13,7 @@ from formats import write_image_folder
 from lit_tutorial import plots
 from lit_tutorial.callbacks import PredictionCSVWriter
 from lit_tutorial.data import DigitsDataModule
+from lit_tutorial.errors import UserError
 from lit_tutorial.models import ImageClassifier
 from lit_tutorial.nets import MnistNet
 
@@ -93,3 +94,8 @@ def test_predictions_on_a_test_set_keep_index_and_label(tmp_path, figure_caption
     for row, top, top_probabilities in zip(rows, classes.tolist(), probabilities.tolist(), strict=True):
         _assert_top3(row, top, top_probabilities)
     assert len(figure_captions["predictions.png"]) == 64
+
+
+def test_a_negative_grid_size_is_one_sentence():
+    with pytest.raises(UserError, match="PredictionCSVWriter.grid_images must be >= 0, got -1"):
+        PredictionCSVWriter(grid_images=-1)
