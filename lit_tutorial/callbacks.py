@@ -106,43 +106,77 @@ class TestReport(L.Callback):
         self._samples = None
 
 
-class PredictionCSVWriter(BasePredictionWriter):
-    """``predict`` writes ``predictions.csv`` into the run's log dir: per test image its ``index`` (the image's
-    position in the dataset's own test set, as torchvision orders it; for the digits, in scikit-learn's
-    ``load_digits()``), its true ``label`` when the data has labels, and the ``predicted`` class with its
-    ``probability``."""
+# predictions.csv's columns for the most likely class, the second and the third.
+TOP_COLUMNS = (("predicted", "probability"), ("second", "second_probability"), ("third", "third_probability"))
 
-    def __init__(self, output_dir: str | None = None, filename: str = "predictions.csv") -> None:
+
+class PredictionCSVWriter(BasePredictionWriter):
+    """``predict`` writes ``predictions.csv`` and ``predictions.png`` into the evaluation's folder.
+
+    One CSV row per image. Which image: ``file`` when the DataModule predicts on image files (its ``predict_files``,
+    each path as the DataModule lists it, i.e. ``predict_dir`` as given followed by the file's place under it), else
+    ``index`` (the image's position in the dataset's own test set, as torchvision orders it; for the digits, in
+    scikit-learn's ``load_digits()``) and its true ``label``. Then the ``predicted`` class and its ``probability``
+    (softmax), and the runners-up: ``second``, ``second_probability``, ``third``, ``third_probability``.
+    ``predictions.png`` shows the first ``grid_images`` images, each captioned with its predicted class and
+    probability. Under DDP each process writes ``rank<N>_predictions.csv`` and ``rank<N>_predictions.png`` with its
+    share of the images.
+
+    Args:
+        grid_images: Images shown in ``predictions.png``; 0 for no figure.
+    """
+
+    def __init__(self, output_dir: str | None = None, filename: str = "predictions.csv", grid_images: int = 64) -> None:
         super().__init__(write_interval="epoch")
+        if grid_images < 0:
+            raise UserError(f"PredictionCSVWriter.grid_images must be >= 0, got {grid_images}; 0 draws no figure.")
         self.output_dir = output_dir
         self.filename = filename
+        self.grid_images = grid_images
         self._labels: list[torch.Tensor] = []
+        self._images: list[torch.Tensor] = []
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._labels = []
+        self._labels, self._images = [], []
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         # Predict batches are (images, labels, index) where the split has labels, else (images, index); the model
         # predicts from the images alone, so the labels are taken here.
         if len(batch) == 3:
             self._labels.append(batch[1].cpu())
+        shown = sum(len(images) for images in self._images)
+        if shown < self.grid_images:
+            self._images.append(batch[0][: self.grid_images - shown].cpu())
         super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
     def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions, batch_indices):
-        columns = {key: torch.cat([p[key] for p in predictions]).cpu().tolist()
-                   for key in ("index", "predicted", "probability")}
+        index, classes, probabilities = (torch.cat([p[key] for p in predictions]).cpu()
+                                         for key in ("index", "classes", "probabilities"))
         names = pl_module.hparams.class_names
+        files = getattr(trainer.datamodule, "predict_files", None) or None  # empty: a test set, not files
         labels = torch.cat(self._labels).tolist() if self._labels else None
         out = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
         # One file per process under DDP, each holding that process's share of the samples.
-        name = self.filename if trainer.world_size == 1 else f"rank{trainer.global_rank}_{self.filename}"
-        with atomic_write(out / name, "w") as f:
+        prefix = "" if trainer.world_size == 1 else f"rank{trainer.global_rank}_"
+        header = ["file"] if files is not None else ["index", *(["label"] if labels is not None else [])]
+        header += [column for pair in TOP_COLUMNS[: classes.shape[1]] for column in pair]
+        with atomic_write(out / f"{prefix}{self.filename}", "w") as f:
             writer = csv.writer(f)
-            writer.writerow(["index", *(["label"] if labels is not None else []), "predicted", "probability"])
-            for row, (index, predicted, probability) in enumerate(zip(*columns.values(), strict=True)):
-                truth = [names[labels[row]]] if labels is not None else []
-                writer.writerow([index, *truth, names[predicted], f"{probability:.6f}"])
-        self._labels = []
+            writer.writerow(header)
+            for row, (i, top, top_probabilities) in enumerate(zip(index.tolist(), classes.tolist(),
+                                                                  probabilities.tolist(), strict=True)):
+                which = [files[i]] if files is not None else [i, *([names[labels[row]]] if labels is not None else [])]
+                writer.writerow([*which, *(v for c, p in zip(top, top_probabilities, strict=True)
+                                           for v in (names[c], f"{p:.6f}"))])
+        if self._images:
+            images = torch.cat(self._images)
+            datamodule = trainer.datamodule
+            shown = datamodule.denormalize(images) if hasattr(datamodule, "denormalize") else images
+            figure = plots.prediction_grid_figure(shown, classes[: len(images), 0], probabilities[: len(images), 0],
+                                                  names)
+            plots.save_png(figure, out / f"{prefix}{Path(self.filename).stem}.png")
+            plots.close(figure)
+        self._labels, self._images = [], []
 
 
 class StopOnSigterm(L.Callback):

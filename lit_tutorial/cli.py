@@ -33,12 +33,14 @@ from lit_tutorial.errors import (
     require_positive,
     user_error_in,
 )
+from lit_tutorial.export import SUBCOMMANDS as EXPORT_SUBCOMMANDS
+from lit_tutorial.export import ExportingTrainer
 from lit_tutorial.settings import run_settings
 
 DESCRIPTION = (
     "lit_tutorial: the 'Learning PyTorch with Examples' tutorial rebuilt with PyTorch Lightning, one config per "
     "step. Subcommands: fit (train), validate, test (per-class accuracy and figures; image steps), predict "
-    "(predictions.csv; image steps)."
+    "(predictions.csv; image steps), export (ONNX and a plain state_dict; image steps)."
 )
 EPILOG = (
     "Pass a step config from configs/, e.g. lit-tutorial fit --config configs/step6_optim.yaml; stack overlays from "
@@ -60,9 +62,9 @@ class LitTutorialCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:
-        """The subcommand the command line starts with, or all four when it names none (``--help``, a typo): a
+        """The subcommand the command line starts with, or all of them when it names none (``--help``, a typo): a
         parser is built for every subcommand listed, and a command runs one."""
-        every = LightningCLI.subcommands()
+        every = {**LightningCLI.subcommands(), **EXPORT_SUBCOMMANDS}
         return {self._named: every[self._named]} if self._named in every else every
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -134,7 +136,7 @@ class LitTutorialCLI(LightningCLI):
     def after_validate(self) -> None:
         self._print_written(self.folder.out)
 
-    after_test = after_predict = after_validate
+    after_test = after_predict = after_export = after_validate
 
     def _print_written(self, *folders: Path) -> None:
         """The last lines of a command: every file it wrote, so none has to be searched for."""
@@ -147,7 +149,7 @@ class LitTutorialCLI(LightningCLI):
 
 
 # The step each subcommand runs, and LightningModule's own (empty or generic) version of it.
-_STEPS = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
+_STEPS = {"validate": "validation_step", "test": "test_step", "predict": "predict_step", "export": "predict_step"}
 
 
 def _require_step(subcommand: str, class_path: str) -> None:
@@ -195,6 +197,7 @@ def make_cli(args: list[str] | None = None, run: bool = True,
         trainer_defaults={"deterministic": True, "logger": run_folder.DEFAULT_LOGGER},
         parser_kwargs={"prog": "lit-tutorial", "description": DESCRIPTION, "epilog": EPILOG},
         auto_configure_optimizers=False,
+        trainer_class=ExportingTrainer,
         parser_class=ShortErrorParser,
         args=args,
         run=run,

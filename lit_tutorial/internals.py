@@ -8,6 +8,7 @@ does.
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.core.mixins import hparams_mixin
 
 #: The attribute Lightning sets on the LightningModule around every hook call (``trainer/call.py``) so that
 #: ``self.log`` knows which hook it is called from.
@@ -55,3 +56,20 @@ def set_subcommand_help(parser: Any, helps: dict[str, str]) -> bool:
             choice.help = helps[choice.dest]
             action.choices[choice.dest].description = helps[choice.dest]
     return True
+
+
+def built_by_cli() -> bool:
+    """True while LightningCLI builds a module from its config (``load_from_checkpoint_support``, on by default).
+
+    Then ``save_hyperparameters()`` records the config itself (the net and the optimizer as ``class_path`` and
+    ``init_args``), from which ``load_from_checkpoint`` rebuilds the whole model; a module built in Python is handed
+    the objects themselves, which a checkpoint must not pickle. LightningCLI passes that config through the private
+    context variable ``_given_hyperparameters`` of ``lightning/pytorch/core/mixins/hparams_mixin.py``.
+
+    Fallback: without that variable this answers False, and models leave out their net and optimizer as a model
+    built in Python does: ``load_from_checkpoint`` then needs ``net=`` passed, nothing else changes.
+    ``tests/test_internals.py::test_lightning_still_hands_the_cli_config_to_save_hyperparameters`` fails by name
+    when the variable goes.
+    """
+    given = getattr(hparams_mixin, "_given_hyperparameters", None)
+    return given is not None and given.get() is not None

@@ -1,4 +1,5 @@
-"""Figures and tables for the test stage: confusion matrix, sample grid (ground truth vs prediction), accuracy."""
+"""Figures and tables: the test stage's confusion matrix, sample grid (ground truth vs prediction) and accuracy
+table, and predict's grid of predictions."""
 
 from pathlib import Path
 
@@ -53,6 +54,34 @@ def sample_grid_figure(images: torch.Tensor, truth: torch.Tensor, predicted: tor
                      color="black" if true == pred else "red")
     figure.tight_layout()
     return figure
+
+
+def prediction_grid_figure(images: torch.Tensor, predicted: torch.Tensor, probability: torch.Tensor,
+                           class_names: list[str]) -> Figure:
+    """Images in [0, 1], 8 to a row, each captioned with its predicted class and that class's probability.
+
+    One picture with the images tiled on a white sheet: one plot per image would take matplotlib far longer.
+    """
+    channels, height, width = images.shape[1:]
+    per_row = min(8, len(images))
+    rows = -(-len(images) // per_row)
+    cell_height, cell_width = height * 8 // 5, width * 9 // 8  # room above each image for its two-line caption
+    sheet = torch.ones(channels, rows * cell_height, per_row * cell_width)
+    figure, ax = plt.subplots(figsize=(1.3 * per_row, 1.6 * rows))
+    ax.axis("off")
+    for i, (image, pred, prob) in enumerate(zip(images, predicted.tolist(), probability.tolist(), strict=True)):
+        top, left = (i // per_row) * cell_height, (i % per_row) * cell_width
+        sheet[:, top + cell_height - height : top + cell_height, left : left + width] = image
+        ax.text(left + width / 2, top + cell_height - height - 1, prediction_caption(class_names[pred], prob),
+                ha="center", va="bottom", fontsize=8)
+    ax.imshow(sheet.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if channels == 1 else None, vmin=0, vmax=1)
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.99)
+    return figure
+
+
+def prediction_caption(class_name: str, probability: float) -> str:
+    """How predictions.png captions an image."""
+    return f"{class_name}\n{probability:.1%}"
 
 
 def save_png(figure: Figure, path: Path) -> None:

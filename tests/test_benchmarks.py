@@ -70,6 +70,23 @@ def test_an_unknown_step_is_named(bench_script, monkeypatch, capsys):
     assert "--steps: no regression step step2; choose from step1_warmup," in capsys.readouterr().err
 
 
+def test_onnx_benchmark_times_both_sides(monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("onnx_inference", BENCHMARK.with_name("onnx_inference.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["onnx_inference.py", "--nets", "LeNet", "--batches", "1,3", "--repeats", "1",
+                                      "--seconds", "0.01"])
+    threads = torch.get_num_threads()
+    try:
+        module.main()
+    finally:
+        torch.set_num_threads(threads)
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| LeNet")]
+    assert [row[:2] for row in rows] == [["LeNet", "1"], ["LeNet", "3"]]
+    assert all(float(row[2].replace(",", "")) > 0 and float(row[3].replace(",", "")) > 0 for row in rows)
+
+
 def test_folder_benchmark_times_both_loaders_on_png_files(monkeypatch, capsys):
     spec = importlib.util.spec_from_file_location("benchmark_folder", BENCHMARK.with_name("folder.py"))
     module = importlib.util.module_from_spec(spec)

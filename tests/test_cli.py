@@ -138,19 +138,19 @@ def test_python_dash_m_help_names_the_project_the_subcommands_and_configs(monkey
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: lit-tutorial ") and "Learning PyTorch with Examples" in out
-    assert "{fit,validate,test,predict}" in out
+    assert "{fit,validate,test,predict,export}" in out
     assert "configs/step6_optim.yaml" in out and "configs/overlays/" in out
     assert "--ckpt_path last (or best)" in out
 
 
 def test_a_command_builds_only_its_own_subcommand_parser(tmp_path, capsys):
     """LightningCLI builds a parser for each subcommand it offers; a command needs only the one it names, and a
-    misspelt one still lists all four."""
+    misspelt one still lists them all."""
     cli = make_cli(["fit", "--config", str(CONFIGS / "step3_autograd.yaml"), "--trainer.fast_dev_run=true",
                     *quiet_trainer_args(tmp_path)])
     assert cli.subcommands().keys() == {"fit"}
     code, err = run_cli(["fitt", "--config", str(CONFIGS / "step3_autograd.yaml")], capsys)
-    assert code == 2 and "invalid choice: 'fitt' (choose from 'fit', 'validate', 'test', 'predict')" in err
+    assert code == 2 and "invalid choice: 'fitt' (choose from 'fit', 'validate', 'test', 'predict', 'export')" in err
 
 
 def test_lit_tutorial_console_command_is_installed():

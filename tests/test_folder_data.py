@@ -130,7 +130,7 @@ def test_digits_drawn_dark_on_white_are_inverted_and_recognised(quick_runs, tmp_
     files = image_files.list_images(pictures)  # predict_files: the index of each row; a folder's files first
     assert files == [pictures / "seven.png", pictures / "zero.png", pictures / "more" / "one.jpg"]
     rows = _predictions(checkpoint.parent)
-    assert [int(r["index"]) for r in rows] == [0, 1, 2] and "label" not in rows[0]
+    assert [r["file"] for r in rows] == list(map(str, files)) and "label" not in rows[0]
     assert [r["predicted"] for r in rows] == [str(drawn[f]) for f in files]
     # auto inverted them: light strokes on a dark border, as the digits were trained.
     one = image_files.read_image(files[2], 1, (28, 28), "auto")

@@ -3,8 +3,10 @@
 import lightning as L
 import torch
 
+from conftest import CONFIGS
+from lit_tutorial.cli import make_cli
 from lit_tutorial.data import RandomTensorDataModule
-from lit_tutorial.internals import HOOK_NAME_ATTRIBUTE
+from lit_tutorial.internals import HOOK_NAME_ATTRIBUTE, built_by_cli
 from lit_tutorial.models import Regressor
 from lit_tutorial.nets import TwoLayerNet
 
@@ -40,3 +42,14 @@ def test_other_values_and_attributes_take_the_module_path():
     assert "extra" in dict(model.named_modules())
     setattr(model, HOOK_NAME_ATTRIBUTE, torch.nn.Linear(2, 2))  # not a str: nn.Module registers it as usual
     assert HOOK_NAME_ATTRIBUTE in dict(model.named_modules())
+
+
+def test_lightning_still_hands_the_cli_config_to_save_hyperparameters(tmp_path):
+    """built_by_cli reads LightningCLI's private ``_given_hyperparameters``: built by the CLI, a model saves its
+    config (the net as class_path and init_args), which load_from_checkpoint rebuilds it from; if this fails,
+    Lightning no longer passes the config that way."""
+    cli = make_cli(["--config", str(CONFIGS / "step6_optim.yaml"), f"--trainer.default_root_dir={tmp_path}"],
+                   run=False)
+    assert cli.model.hparams["net"]["class_path"] == "lit_tutorial.nets.two_layer_sequential"
+    assert cli.model.hparams["_class_path"] == "lit_tutorial.models.Regressor"
+    assert not built_by_cli() and dict(Regressor(TwoLayerNet()).hparams) == {}  # built in Python: no objects saved

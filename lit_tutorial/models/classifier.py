@@ -13,8 +13,12 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lit_tutorial.errors import UserError
+from lit_tutorial.internals import built_by_cli
 from lit_tutorial.models.base import TutorialModule
 from lit_tutorial.models.optim import build_optimizer, build_scheduler
+
+# Classes reported per image by ``predict``.
+TOP_K = 3
 
 
 class TestSummary(NamedTuple):
@@ -50,7 +54,9 @@ class ImageClassifier(TutorialModule):
         super().__init__()
         if not class_names:
             raise UserError("model.class_names is empty: pair ImageClassifier with an image DataModule.")
-        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
+        # Built by the CLI, the hyper-parameters are its config, net and optimizer included, so that
+        # ImageClassifier.load_from_checkpoint(path) rebuilds the model; built in Python, the objects are left out.
+        self.save_hyperparameters(ignore=None if built_by_cli() else ["net", "optimizer", "lr_scheduler"])
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
@@ -136,9 +142,14 @@ class ImageClassifier(TutorialModule):
         self.test_confusion.reset()
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        images, index = batch[0], batch[-1]  # (images, labels, index), or (images, index) for files without labels
-        probability, predicted = F.softmax(self(images), dim=1).max(dim=1)
-        return {"index": index, "predicted": predicted, "probability": probability}
+        """The top 3 classes of each image (by softmax probability, the most likely first) and its index.
+
+        Batches are ``(images, labels, index)`` for a dataset's test set and ``(images, index)`` for image files.
+        """
+        images, index = batch[0], batch[-1]
+        probabilities = F.softmax(self(images), dim=1)
+        top = probabilities.topk(min(TOP_K, probabilities.shape[1]), dim=1)
+        return {"index": index, "classes": top.indices, "probabilities": top.values}
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.optimizer, self.parameters())

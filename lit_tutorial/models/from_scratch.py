@@ -70,7 +70,8 @@ class FromScratchRegressor(TutorialModule):
         super().__init__()
         for name, value in {"d_in": d_in, "h": h, "d_out": d_out, "lr": lr}.items():
             require_positive(f"model.{name}", value)
-        # The CLI links the data's class names to every model; regression data has none, and this model takes none.
+        # The CLI links the DataModule's class names to every model, None here: not an argument of this one, so
+        # left out (a resume would pass it back).
         self.save_hyperparameters(ignore=["class_names"])
         self.automatic_optimization = False
         self.w1 = nn.Parameter(torch.randn(d_in, h), requires_grad=backprop != "by_hand")

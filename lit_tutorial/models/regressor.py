@@ -4,6 +4,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
+from lit_tutorial.internals import built_by_cli
 from lit_tutorial.models.base import TutorialModule
 from lit_tutorial.models.optim import build_optimizer
 
@@ -18,6 +19,9 @@ class Regressor(TutorialModule):
 
     def __init__(self, net: nn.Module, optimizer: OptimizerCallable = torch.optim.SGD) -> None:
         super().__init__()
+        # As ImageClassifier: built by the CLI, Regressor.load_from_checkpoint(path) rebuilds net and optimizer.
+        # The CLI links the DataModule's class names to every model, None here: not an argument of this one.
+        self.save_hyperparameters(ignore=["class_names"] if built_by_cli() else ["net", "optimizer"])
         self.net = net
         self.optimizer = optimizer
         self.loss_fn = nn.MSELoss(reduction="sum")
