@@ -8,8 +8,8 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from formats import write_image_folder
 
+from formats import write_image_folder
 from lit_tutorial import plots
 from lit_tutorial.callbacks import PredictionCSVWriter
 from lit_tutorial.data import DigitsDataModule
