@@ -37,7 +37,14 @@ from lit_tutorial.checkpointing import (
     flat_settings,
     resolve_checkpoint,
 )
-from lit_tutorial.errors import UserError, require_positive
+from lit_tutorial.errors import (
+    UserError,
+    check_run_values,
+    read_config_file,
+    require_positive,
+    require_short_names,
+    trainer_settings,
+)
 
 EVALUATIONS = ("validate", "test", "predict")
 DESCRIPTION = (
@@ -123,9 +130,11 @@ class LitTutorialCLI(LightningCLI):
     def _check_run_folder(self, subcommand: str, config: Namespace) -> None:
         root = Path(config.trainer.default_root_dir or os.getcwd())
         config.trainer.default_root_dir = str(root)
+        require_short_names("trainer.default_root_dir", root)
         if root.exists() and not root.is_dir():
             raise UserError(f"trainer.default_root_dir {root} is a file; give a folder for the run.")
         require_positive("trainer.accumulate_grad_batches", config.trainer.accumulate_grad_batches)
+        check_run_values(config)
         _require_step(subcommand, config.model.class_path)
         ckpt_path = config.get("ckpt_path")
         if subcommand in EVALUATIONS and ckpt_path is None:
@@ -203,7 +212,8 @@ class LitTutorialCLI(LightningCLI):
         if logger is None or logger is True:
             logger = TensorBoardLogger(save_dir=self.out.parent, name="", version=self.out.name,
                                        default_hp_metric=False)
-        trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, logger=logger, **kwargs)
+        with trainer_settings():
+            trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, logger=logger, **kwargs)
         self.record.trainer = trainer
         return trainer
 
@@ -378,7 +388,7 @@ def _check_config_files(args: list[str]) -> None:
         if not path.is_file():
             continue  # jsonargparse names a missing file itself
         try:
-            content = yaml.safe_load(path.read_text())
+            content = read_config_file(path)
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
