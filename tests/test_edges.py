@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_bad_input import DIGITS, STEP8, assert_one_sentence
 
 from conftest import CONFIGS, quiet_trainer_args, run_cli
 from lit_tutorial.checkpointing import SETTINGS_KEY
 from lit_tutorial.data.formats import write_cifar10
-from test_bad_input import DIGITS, STEP8, assert_one_sentence
 
 
 def test_half_precision_non_finite_loss_blames_the_precision(tmp_path, capsys):
@@ -126,8 +126,8 @@ def test_a_split_with_no_images(subcommand, tmp_path, capsys, trust_cifar_files)
     folder = write_cifar10(tmp_path / "data", (images, torch.arange(10)), (images[:0], torch.arange(0)))
     with open(folder / "test_batch", "rb") as f:
         assert pickle.load(f)["data"].shape == (0, 3072)
-    args = [subcommand, "--config", str(CONFIGS / "step9_cifar10.yaml"), f"--data.init_args.data_dir={tmp_path / 'data'}",
-            "--data.init_args.download=false", "--ckpt_path", "initial"]
+    args = [subcommand, "--config", str(CONFIGS / "step9_cifar10.yaml"), "--data.init_args.download=false",
+            f"--data.init_args.data_dir={tmp_path / 'data'}", "--ckpt_path", "initial"]
     split, fix = ("validation", "data.val_size") if subcommand == "validate" else ("test", "the dataset's test files")
     args += [f"--data.init_args.val_size={0 if subcommand == 'validate' else 2}"]
     line = assert_one_sentence(args, capsys, f"the {split} split holds no images, so there is nothing to {subcommand}",

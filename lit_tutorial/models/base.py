@@ -8,7 +8,6 @@ import torch
 from lit_tutorial.errors import UserError
 from lit_tutorial.internals import FastHookNameMixin
 
-
 # The precisions that keep the weights themselves in 16 bits (the mixed ones compute in 16 bits but keep float32).
 HALF_PRECISIONS = ("16-true", "bf16-true")
 
