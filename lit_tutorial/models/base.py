@@ -106,7 +106,7 @@ class TutorialModule(FastHookNameMixin, L.LightningModule):
             precision = self.trainer.precision
             if precision in HALF_PRECISIONS:  # no learning rate fixes a number the format cannot hold
                 advice = (f"in precision {precision} every weight, gradient and optimizer state is a 16-bit float, "
-                          "which over- or underflows easily (Adam's eps of 1e-8 is 0 in float16): train with "
+                          "which over- or underflows easily (e.g. Adam's eps of 1e-8 is 0 in float16): train with "
                           "--trainer.precision=32-true or a mixed precision (16-mixed, bf16-mixed)")
             else:
                 advice = "lower the learning rate and run again"
