@@ -18,6 +18,8 @@ def require_same_shapes(path, saved: dict, model: dict) -> None:
     def shape(weights: dict, key: str) -> str:
         if key not in weights:
             return "absent"
+        if not isinstance(weights[key], torch.Tensor):  # a module's extra state, e.g. DynamicNet's generator
+            return "present"
         return "x".join(map(str, weights[key].shape)) or "a scalar"
 
     for key in [*model, *(k for k in saved if k not in model)]:
