@@ -23,7 +23,7 @@ def test_half_precision_non_finite_loss_blames_the_precision(tmp_path, capsys):
 
 @pytest.mark.parametrize("precision", ["64-true", "bf16-true"])
 def test_image_config_trains_and_tests_in_true_precision(precision, tmp_path, capsys):
-    args = [*DIGITS, f"--trainer.precision={precision}", *quiet_trainer_args(tmp_path)]
+    args = [*DIGITS, f"--trainer.precision={precision}", "--data.init_args.batch_size=8", *quiet_trainer_args(tmp_path)]
     assert run_cli(["fit", *args], capsys)[0] == 0
     weights = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     dtype = {"64-true": torch.float64, "bf16-true": torch.bfloat16}[precision]
