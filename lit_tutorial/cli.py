@@ -29,8 +29,10 @@ from lit_tutorial.errors import (
     ShortErrorParser,
     UserError,
     check_config_files,
+    check_run_values,
     exit_with,
     require_positive,
+    trainer_settings,
     user_error_in,
 )
 from lit_tutorial.export import SUBCOMMANDS as EXPORT_SUBCOMMANDS
@@ -85,6 +87,7 @@ class LitTutorialCLI(LightningCLI):
         subcommand = self.config.get("subcommand") or "fit"  # run=False: the caller fits
         config = self.config[subcommand] if self.config.get("subcommand") else self.config
         require_positive("trainer.accumulate_grad_batches", config.trainer.accumulate_grad_batches)
+        check_run_values(config)
         _require_step(subcommand, config.model.class_path)
         root = Path(config.trainer.default_root_dir or os.getcwd())
         config.trainer.default_root_dir = str(root)
@@ -127,7 +130,9 @@ class LitTutorialCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins = [*plugins, AtomicCheckpointIO()]
         logger = run_folder.default_logger(trainer.get("logger"), self.folder.out)
-        self.record.trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, logger=logger, **kwargs)
+        with trainer_settings():
+            self.record.trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, logger=logger,
+                                                              **kwargs)
         return self.record.trainer
 
     def after_fit(self) -> None:

@@ -26,7 +26,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_tutorial.checkpointing import ResumeCheckpoint, checkpoint_dir, resolve_checkpoint
-from lit_tutorial.errors import UserError
+from lit_tutorial.errors import UserError, require_short_names
 from lit_tutorial.settings import EVALUATION_SETTINGS, check_same_settings
 
 EVALUATIONS = ("validate", "test", "predict", "export")
@@ -93,6 +93,7 @@ def open_run_folder(subcommand: str, root: Path, ckpt_path: str | None, overwrit
                     writes: bool, fast_dev_run: bool = False) -> RunFolder:
     """Decide, lock, check, then delete or create: see the module's docstring. ``writes`` is false in DDP's extra
     processes, which see rank 0's folder and write nothing of their own."""
+    require_short_names("trainer.default_root_dir", root)
     if root.exists() and not root.is_dir():
         raise UserError(f"trainer.default_root_dir {root} is a file; give a folder for the run.")
     if ckpt_path == "":

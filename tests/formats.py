@@ -37,7 +37,7 @@ def write_cifar10(root: Path, train: Split, test: Split) -> Path:
 
 
 def _pickle(path: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
-    data = images.reshape(len(images), -1).numpy().astype(np.uint8)
+    data = images.flatten(1).numpy().astype(np.uint8)
     with open(path, "wb") as f:
         pickle.dump({"data": data, "labels": labels.tolist(), "batch_label": path.name}, f)
 

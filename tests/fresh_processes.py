@@ -20,9 +20,10 @@ TESTS = Path(__file__).resolve().parent
 
 
 def env_with_tests_on_path() -> dict[str, str]:
-    """The environment for a new Python process that can import from tests/ (e.g. ``conftest.InterruptAt`` named in
-    a command's ``--trainer.callbacks``)."""
-    return {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    """The environment for a new Python process that imports this checkout's ``lit_tutorial`` from any working
+    directory, and from tests/ (e.g. ``conftest.InterruptAt`` named in a command's ``--trainer.callbacks``)."""
+    path = os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path}
 
 _SERVER = r"""
 import json, os, sys, traceback

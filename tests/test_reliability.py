@@ -19,6 +19,8 @@ from lit_tutorial.checkpointing import AtomicCheckpointIO
 from lit_tutorial.cli import make_cli
 
 REPO = Path(__file__).resolve().parents[1]
+# Not a speed limit: only so that a run that hangs ends the test instead of keeping CI waiting forever.
+HUNG_AFTER_S = 1800
 
 
 def _final_weights(root: Path) -> dict[str, torch.Tensor]:
@@ -60,15 +62,17 @@ def test_sigterm_saves_then_resume_equals_uninterrupted(tmp_path):
         [sys.executable, "-m", "lit_tutorial", "fit", *long_run, "--trainer.callbacks+=conftest.InterruptAt",
          f"--trainer.callbacks.step={stop_at}", "--trainer.callbacks.how=wait_for_sigterm",
          *quiet_trainer_args(crashed)],
-        cwd=REPO, env=env_with_tests_on_path(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (crashed / "waiting").exists() and process.poll() is None and time.monotonic() < deadline:
+        cwd=tmp_path, env=env_with_tests_on_path(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    hung = time.monotonic() + HUNG_AFTER_S
+    while not (crashed / "waiting").exists() and process.poll() is None:  # it writes the file, or it ends
+        if time.monotonic() > hung:
+            process.kill()
         time.sleep(0.05)
     assert (crashed / "waiting").exists(), process.communicate()[1][-2000:]
     # While it trains, no second fit may write into its folder.
     assert run_cli(["fit", *long_run, "--ckpt_path", "last", *quiet_trainer_args(crashed)])[0] == 2
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=HUNG_AFTER_S)
     assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "stopped by SIGTERM" in err and "--ckpt_path last" in err
     assert torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == stop_at

@@ -27,8 +27,13 @@ class RandomTensorDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         # Drawn from its own generator, so the data does not depend on the weight-init seed.
         generator = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(n, d_in, generator=generator)
-        self.y = torch.randn(n, d_out, generator=generator)
+        try:
+            self.x = torch.randn(n, d_in, generator=generator)
+            self.y = torch.randn(n, d_out, generator=generator)
+        except RuntimeError as error:  # positive sizes: only the allocation can fail
+            gigabytes = n * (d_in + d_out) * 4 / 1e9
+            raise UserError(f"data.n={n}, data.d_in={d_in} and data.d_out={d_out} need {gigabytes:,.0f} GB, more "
+                            "than this machine can allocate; lower them.") from error
         self._loader: TensorLoader | None = None
 
     def setup(self, stage: str) -> None:

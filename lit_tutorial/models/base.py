@@ -8,6 +8,26 @@ import torch
 from lit_tutorial.errors import UserError
 from lit_tutorial.internals import FastHookNameMixin
 
+# The precisions that keep the weights themselves in 16 bits (the mixed ones compute in 16 bits but keep float32).
+HALF_PRECISIONS = ("16-true", "bf16-true")
+
+
+def require_same_shapes(path, saved: dict, model: dict) -> None:
+    """Refuse weights ``saved`` in the checkpoint at ``path`` unless they have the ``model``'s names and shapes."""
+
+    def shape(weights: dict, key: str) -> str:
+        if key not in weights:
+            return "absent"
+        if not isinstance(weights[key], torch.Tensor):  # a module's extra state, e.g. DynamicNet's generator
+            return "present"
+        return "x".join(map(str, weights[key].shape)) or "a scalar"
+
+    for key in [*model, *(k for k in saved if k not in model)]:
+        there, here = shape(saved, key), shape(model, key)
+        if there != here:
+            raise UserError(f"{path} holds the weights of another net: {key} is {there} there but {here} here; give "
+                            "a checkpoint of this config's model.")
+
 
 class TrainLossLog(L.Callback):
     """Hands every training iteration's loss to the loggers at its iteration number, many at a time.
@@ -86,12 +106,24 @@ class TutorialModule(FastHookNameMixin, L.LightningModule):
         """
         value = loss.item()
         if not math.isfinite(value):
+            precision = self.trainer.precision
+            if precision in HALF_PRECISIONS:  # no learning rate fixes a number the format cannot hold
+                advice = (f"in precision {precision} every weight, gradient and optimizer state is a 16-bit float, "
+                          "which over- or underflows easily (e.g. Adam's eps of 1e-8 is 0 in float16): train with "
+                          "--trainer.precision=32-true or a mixed precision (16-mixed, bf16-mixed)")
+            else:
+                advice = "lower the learning rate and run again"
             raise UserError(
                 f"the loss is {value} at epoch {self.current_epoch}, batch {batch_idx} (optimizer step "
                 f"{self.global_step}); training stopped before that update and the last checkpoint was kept: "
-                "lower the learning rate and run again."
+                f"{advice}."
             )
         return value
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Before Lightning loads the weights: a checkpoint that records no settings (written by plain Lightning or
+        # an older version) can still hold another net, which load_state_dict would report as a traceback.
+        require_same_shapes(self.trainer.ckpt_path, checkpoint["state_dict"], self.state_dict())
 
     def log_train_loss(self, value: float, batch_idx: int) -> None:
         """Log this iteration's loss (from ``check_finite``): every iteration reaches the loggers, see

@@ -28,6 +28,15 @@ class TestSummary(NamedTuple):
     confusion: torch.Tensor
 
 
+# What each evaluation stage iterates over: the DataModule's loader, the split, and how to fill an empty one.
+_NO_TEST_IMAGES = "put images into the dataset's test files, or give another dataset"
+_EVALUATED = {
+    "validate": ("val_dataloader", "validation", "validate", "hold out training images for it with data.val_size"),
+    "test": ("test_dataloader", "test", "test", _NO_TEST_IMAGES),
+    "predict": ("predict_dataloader", "test", "predict", _NO_TEST_IMAGES),
+}
+
+
 class ImageClassifier(TutorialModule):
     """Cross-entropy training of ``net``; ``class_names`` comes from the DataModule (linked by the CLI).
 
@@ -72,9 +81,19 @@ class ImageClassifier(TutorialModule):
         self.test_summary: TestSummary | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # The DataModule normalises to float32; a true-precision run (64-true, bf16-true) holds the net in another
+        # dtype (the mixed ones keep float32 and cast inside each layer).
+        images = images.to(self.dtype) if images.is_floating_point() else images
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
+
+    def setup(self, stage: str) -> None:
+        # Lightning skips an evaluation whose split is empty and reports success: no table, no CSV, exit 0.
+        loader, split, action, fix = _EVALUATED.get(stage, (None,) * 4)
+        datamodule = self.trainer.datamodule
+        if loader and datamodule is not None and len(getattr(datamodule, loader)()) == 0:
+            raise UserError(f"the {split} split holds no images, so there is nothing to {action}: {fix}.")
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch  # on the device already: Lightning moves each batch (the tutorial's .to(device))
@@ -101,6 +120,7 @@ class ImageClassifier(TutorialModule):
         checkpoint["train_accuracy_count"] = {"correct": int(self._train_correct), "seen": self._train_seen}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         count = checkpoint.get("train_accuracy_count", {"correct": 0, "seen": 0})
         self._train_correct.fill_(count["correct"])
         self._train_seen = count["seen"]

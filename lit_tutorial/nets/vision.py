@@ -4,12 +4,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_tutorial.errors import require_positive
+
 
 class LeNet(nn.Module):
     """Step 9's net, the tutorial's layers: conv 3->6 k5, pool, conv 6->16 k5, pool, fc 400->120->84->classes."""
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
+        require_positive("model.net.num_classes", num_classes)
         self.conv1 = nn.Conv2d(3, 6, 5)
         self.pool = nn.MaxPool2d(2, 2)
         self.conv2 = nn.Conv2d(6, 16, 5)
@@ -33,6 +36,7 @@ class MnistNet(nn.Module):
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
+        require_positive("model.net.num_classes", num_classes)
         self.conv1 = nn.Conv2d(1, 32, 3, 1)
         self.conv2 = nn.Conv2d(32, 64, 3, 1)
         self.dropout1 = nn.Dropout(0.25)
