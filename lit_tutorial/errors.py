@@ -17,6 +17,7 @@ import yaml
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+
 class UserError(Exception):
     """A problem with the user's config, files or data, explained in its message."""
 

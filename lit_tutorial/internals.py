@@ -73,3 +73,24 @@ def built_by_cli() -> bool:
     """
     given = getattr(hparams_mixin, "_given_hyperparameters", None)
     return given is not None and given.get() is not None
+
+
+#: The keys LightningCLI adds to a checkpoint's ``hyper_parameters`` beside the model's own arguments
+#: (``lightning/pytorch/cli.py``, ``_InstantiatorFn``): the model's class and the function that rebuilds it.
+CLI_CLASS_PATH_KEY, CLI_INSTANTIATOR_KEY = "_class_path", "_instantiator"
+
+
+def cli_model_config(hyper_parameters: dict) -> dict:
+    """A checkpoint's ``hyper_parameters`` as the model config LightningCLI rebuilds the model from on resume:
+    ``{"class_path": …, "init_args": {…}}`` (no ``class_path`` when Lightning wrote none).
+
+    Fallback: if Lightning renames its keys, they show up as two unknown init arguments, which no settings record
+    holds, so the check that uses this compares the arguments alone.
+    ``tests/test_internals.py::test_lightning_still_records_the_models_class_path_in_hyper_parameters`` fails by
+    name when the class path is no longer there.
+    """
+    init_args = {k: v for k, v in hyper_parameters.items() if k not in (CLI_CLASS_PATH_KEY, CLI_INSTANTIATOR_KEY)}
+    config = {"init_args": init_args}
+    if CLI_CLASS_PATH_KEY in hyper_parameters:
+        config["class_path"] = hyper_parameters[CLI_CLASS_PATH_KEY]
+    return config

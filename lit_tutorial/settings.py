@@ -12,6 +12,7 @@ from typing import Any
 from jsonargparse import Namespace
 
 from lit_tutorial.errors import UserError
+from lit_tutorial.internals import cli_model_config
 
 SETTINGS_KEY = "lit_tutorial_settings"
 # Where the data lives, how batches are gathered and what a prediction reads change no trained number (a folder's
@@ -84,9 +85,13 @@ def check_same_settings(path: Path, checkpoint: dict, settings: dict[str, Any], 
     action, e.g. "resume from" or "test": the sentence says how to go on either way.
     """
     before = recorded_settings(checkpoint)
-    if before is None:
-        return
-    _check_hyper_parameters(path, checkpoint, before)
+    if before is not None:
+        _check_record(path, before, settings, what, only)
+    _check_hyper_parameters(path, checkpoint, before, settings, only)
+
+
+def _check_record(path: Path, before: dict[str, Any], settings: dict[str, Any], what: str,
+                  only: tuple[str, ...]) -> None:
     for key in sorted(set(before) | set(settings)):
         if key.startswith(NEUTRAL_SETTINGS) or not key.startswith(only):
             continue
@@ -118,16 +123,24 @@ def _unset_parent(key: str, old: Any, new: Any, before: dict, settings: dict) ->
     return side is not None and any(k.startswith(f"{key}.") for k in side)
 
 
-def _check_hyper_parameters(path: Path, checkpoint: dict, record: dict[str, Any]) -> None:
+def _check_hyper_parameters(path: Path, checkpoint: dict, record: dict[str, Any] | None, settings: dict[str, Any],
+                            only: tuple[str, ...]) -> None:
     """LightningCLI rebuilds the model from the checkpoint's ``hyper_parameters``, after this check: they must say
-    what the settings record says, or a checkpoint edited by hand would change the model unseen."""
-    hparams = dict(checkpoint.get("hyper_parameters") or {})
-    hparams.pop("_instantiator", None)
-    flat = flat_settings({k: v for k, v in hparams.items() if k != "_class_path"}, "model.init_args.")
-    if "_class_path" in hparams:
-        flat["model.class_path"] = hparams["_class_path"]
+    what this command says, or the checkpoint would swap the model unseen (one of another config, or one edited by
+    hand after its settings were recorded)."""
+    hparams = checkpoint.get("hyper_parameters") or {}
+    config = cli_model_config(hparams)
+    if hparams and "class_path" not in config:
+        raise UserError(f"{path} names no model class in its hyper_parameters (a model built in Python, not by "
+                        "lit-tutorial), so the command cannot rebuild its model; give a checkpoint that fit wrote.")
+    flat = flat_settings(config, "model.")
     for key, value in flat.items():
-        if key in record and not key.startswith(NEUTRAL_SETTINGS) and json.dumps(record[key]) != json.dumps(value):
-            raise UserError(f"{path} is inconsistent: its hyper_parameters give {key}={value!r} but its run was "
-                            f"trained with {record[key]!r}, so the file was edited; use the checkpoint as fit wrote "
-                            "it.")
+        if key.startswith(NEUTRAL_SETTINGS) or not key.startswith(only) or key not in settings:
+            continue
+        if json.dumps(settings[key]) != json.dumps(value):
+            if record is not None and key in record and json.dumps(record[key]) != json.dumps(value):
+                raise UserError(f"{path} is inconsistent: its hyper_parameters give {key}={value!r} but its run was "
+                                f"trained with {record[key]!r}, so the file was edited; use the checkpoint as fit "
+                                "wrote it.")
+            raise UserError(f"{path} holds another model: its hyper_parameters give {key}={value!r} but this command "
+                            f"has {settings[key]!r}; give a checkpoint of this config's model.")

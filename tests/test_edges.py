@@ -9,8 +9,8 @@ import torch
 from test_bad_input import DIGITS, STEP8, assert_one_sentence
 
 from conftest import CONFIGS, quiet_trainer_args, run_cli
+from formats import write_cifar10
 from lit_tutorial.checkpointing import SETTINGS_KEY
-from lit_tutorial.data.formats import write_cifar10
 
 
 def test_half_precision_non_finite_loss_blames_the_precision(tmp_path, capsys):
@@ -99,7 +99,8 @@ def test_data_too_large_to_allocate(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def lenet_checkpoint(tmp_path_factory, tiny_vision_root) -> Path:
-    """A step-9 (CIFAR10 LeNet) checkpoint as plain Lightning writes it: without the project's settings record."""
+    """A step-9 (CIFAR10 LeNet) checkpoint as plain Lightning writes it for a module that saves no hyper-parameters:
+    without the project's settings record (``cli.ckpt`` keeps LightningCLI's model config)."""
     root = tmp_path_factory.mktemp("lenet")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
@@ -109,6 +110,8 @@ def lenet_checkpoint(tmp_path_factory, tiny_vision_root) -> Path:
                         "--trainer.limit_val_batches=1", *quiet_trainer_args(root)])[0] == 0
     checkpoint = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
     del checkpoint[SETTINGS_KEY]
+    torch.save(checkpoint, root / "cli.ckpt")
+    del checkpoint["hyper_parameters"]
     torch.save(checkpoint, root / "plain.ckpt")
     return root / "plain.ckpt"
 
@@ -119,6 +122,14 @@ def test_plain_checkpoint_of_another_net(subcommand, lenet_checkpoint, tmp_path,
                                f"{lenet_checkpoint} holds the weights of another net", tmp_path / "run")
     assert "net.conv1.weight is 6x3x5x5 there but 32x1x3x3 here" in line, line
     assert "give a checkpoint of this config's model" in line, line
+
+
+def test_a_cli_checkpoint_of_another_model_without_settings(lenet_checkpoint, tmp_path, capsys):
+    """LightningCLI would rebuild the model from the checkpoint's hyper-parameters: LeNet in place of MnistNet."""
+    cli_checkpoint = lenet_checkpoint.with_name("cli.ckpt")
+    line = assert_one_sentence(["test", *DIGITS, "--ckpt_path", str(cli_checkpoint)], capsys,
+                               f"{cli_checkpoint} holds another model", tmp_path / "run")
+    assert "model.init_args.net.class_path='lit_tutorial.nets.LeNet' but this command has " in line, line
 
 
 @pytest.mark.parametrize("subcommand", ["test", "predict", "validate"])

@@ -6,7 +6,7 @@ import torch
 from conftest import CONFIGS
 from lit_tutorial.cli import make_cli
 from lit_tutorial.data import RandomTensorDataModule
-from lit_tutorial.internals import HOOK_NAME_ATTRIBUTE, built_by_cli
+from lit_tutorial.internals import HOOK_NAME_ATTRIBUTE, built_by_cli, cli_model_config
 from lit_tutorial.models import Regressor
 from lit_tutorial.nets import TwoLayerNet
 
@@ -53,3 +53,13 @@ def test_lightning_still_hands_the_cli_config_to_save_hyperparameters(tmp_path):
     assert cli.model.hparams["net"]["class_path"] == "lit_tutorial.nets.two_layer_sequential"
     assert cli.model.hparams["_class_path"] == "lit_tutorial.models.Regressor"
     assert not built_by_cli() and dict(Regressor(TwoLayerNet()).hparams) == {}  # built in Python: no objects saved
+
+
+def test_lightning_still_records_the_models_class_path_in_hyper_parameters(tmp_path):
+    """settings.py checks a checkpoint's hyper_parameters, which LightningCLI rebuilds the model from on resume,
+    through cli_model_config; if this fails, Lightning keeps the model's class under another key."""
+    cli = make_cli(["--config", str(CONFIGS / "step6_optim.yaml"), f"--trainer.default_root_dir={tmp_path}"],
+                   run=False)
+    config = cli_model_config(dict(cli.model.hparams))
+    assert config["class_path"] == "lit_tutorial.models.Regressor"
+    assert set(config["init_args"]) == {"net", "optimizer"}

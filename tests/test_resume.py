@@ -120,16 +120,15 @@ EVERY_CONFIG = sorted(path.stem for path in CONFIGS.glob("step*.yaml"))
 
 
 @pytest.mark.parametrize("config", EVERY_CONFIG)
-def test_every_config_can_be_extended_exactly(config, tiny_vision_root, tmp_path, trust_cifar_files):
+def test_every_config_can_be_extended_exactly(config, vision_data_args, tmp_path):
     path = CONFIGS / f"{config}.yaml"
-    args = ["--config", str(path)]
-    if "data_dir" in path.read_text():
-        args += [f"--data.init_args.data_dir={tiny_vision_root}", "--data.init_args.download=false",
-                 "--data.init_args.val_size=8", "--data.init_args.batch_size=8"]
-    elif "DigitsDataModule" in path.read_text():
-        args += ["--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1"]
-    else:
+    args = ["--config", str(path), *vision_data_args(path)]
+    if "data.init_args.data_dir" in " ".join(args):
+        args += ["--data.init_args.batch_size=8"]
+    elif "RandomTensorDataModule" in path.read_text():
         args += ["--data.init_args.steps=16"]
+    else:
+        args += ["--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1"]
     assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", *quiet_trainer_args(tmp_path / "straight")])[0] == 0
     assert run_cli(["fit", *args, "--trainer.max_epochs=1", *quiet_trainer_args(tmp_path / "resumed")])[0] == 0
     assert run_cli(["fit", *args, f"--trainer.max_epochs={EPOCHS}", "--ckpt_path", "last",
