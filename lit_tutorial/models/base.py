@@ -123,7 +123,11 @@ class TutorialModule(FastHookNameMixin, L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Before Lightning loads the weights: a checkpoint that records no settings (written by plain Lightning or
         # an older version) can still hold another net, which load_state_dict would report as a traceback.
-        require_same_shapes(self.trainer.ckpt_path, checkpoint["state_dict"], self.state_dict())
+        try:
+            path = self.trainer.ckpt_path
+        except RuntimeError:  # load_from_checkpoint: no Trainer
+            path = "the checkpoint"
+        require_same_shapes(path, checkpoint["state_dict"], self.state_dict())
         # Lightning loads the weights before the precision plugin converts the module (64-true: to float64), so a
         # float64 checkpoint would pass through float32 parameters and lose its last digits: take its dtype first.
         dtypes = {v.dtype for v in checkpoint["state_dict"].values() if torch.is_tensor(v) and v.is_floating_point()}
