@@ -113,9 +113,6 @@ class ImageDataModule(L.LightningDataModule):
             # ``mean: auto`` is not computed here: the checkpoint being evaluated brings the statistics it was
             # trained with (``load_state_dict``, after setup); only without one are they computed (``_stats_on``).
             self.splits["test"] = (*self._load_checked(train=False), None)
-        model = getattr(self.trainer, "lightning_module", None)
-        if model is not None:
-            self._check_model_takes(model, next(iter(self.splits.values()))[0][:1])
         if self.hparams.device_resident and self.trainer is not None:
             device = self.trainer.strategy.root_device
             moved: dict[int, torch.Tensor] = {}  # train and val share one tensor: move it once
@@ -226,28 +223,9 @@ class ImageDataModule(L.LightningDataModule):
                             "classify there.")
         return [files[i] for i in kept], images
 
-    def _check_model_takes(self, model: L.LightningModule, image: torch.Tensor) -> None:
-        """One image through the model before training: a net built for other images, or for another number of
-        classes, is explained here instead of failing deep inside the first step."""
-        shape = "x".join(map(str, image.shape[1:]))
-        was_training = model.training
-        model.eval()  # no dropout: the check draws nothing from the RNG
-        try:
-            with torch.no_grad():
-                # Shapes are what is checked: the statistics may still come from the checkpoint.
-                outputs = model(image.to(model.device).float().div(255))
-        except RuntimeError as error:
-            raise UserError(
-                f"the model's net cannot take this data's {shape} images ({str(error).splitlines()[0]}); pair the "
-                "net with its dataset (LeNet: 3x32x32 CIFAR10, MnistNet: 1x28x28 MNIST or digits)."
-            ) from error
-        finally:
-            model.train(was_training)
-        if outputs.shape[-1] != len(self.class_names):
-            raise UserError(
-                f"the net gives {outputs.shape[-1]} outputs but the data has {len(self.class_names)} classes; set the "
-                f"net's num_classes to {len(self.class_names)}."
-            )
+    def example_images(self) -> torch.Tensor:
+        """One uint8 image of the data set up, (1, C, H, W): what the model checks it can take before training."""
+        return next(iter(self.splits.values()))[0][:1]
 
     def _load_checked(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``load``, then what the model and the normalisation will assume of the images, checked before training."""

@@ -2,7 +2,6 @@
 
 import lightning as L
 import torch
-from torch import nn
 
 from lit_tutorial.data.loader import TensorLoader
 from lit_tutorial.errors import UserError, require_positive, require_seed
@@ -36,15 +35,6 @@ class RandomTensorDataModule(L.LightningDataModule):
                             "than this machine can allocate; lower them.") from error
         self._loader: TensorLoader | None = None
 
-    def setup(self, stage: str) -> None:
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        sizes = _input_output_sizes(model) if model is not None else None
-        if sizes is not None and sizes != (self.hparams.d_in, self.hparams.d_out):
-            raise UserError(
-                f"the model maps {sizes[0]} inputs to {sizes[1]} outputs but data.d_in={self.hparams.d_in} and "
-                f"data.d_out={self.hparams.d_out}; give the model and the data the same sizes."
-            )
-
     def train_dataloader(self) -> TensorLoader:
         # One loader object for the whole fit, so its epoch/position state is what checkpoints save.
         if self._loader is None:
@@ -56,12 +46,3 @@ class RandomTensorDataModule(L.LightningDataModule):
             self._loader = TensorLoader(*tensors, batch_size=len(self.x), passes=self.hparams.steps)
         return self._loader
 
-
-def _input_output_sizes(model: nn.Module) -> tuple[int, int] | None:
-    """Input and output widths of a regression model: its first and last ``nn.Linear``, or ``w1``/``w2``."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if linears:
-        return linears[0].in_features, linears[-1].out_features
-    if isinstance(getattr(model, "w1", None), torch.Tensor) and isinstance(getattr(model, "w2", None), torch.Tensor):
-        return model.w1.shape[0], model.w2.shape[1]
-    return None

@@ -91,6 +91,16 @@ class TutorialModule(FastHookNameMixin, L.LightningModule):
         super().__init__()
         self.train_loss_log = TrainLossLog()
 
+    def setup(self, stage: str) -> None:
+        # After the DataModule's setup, before any step: the one place where every config checks that its model
+        # and its data fit each other, so a mismatch is a sentence instead of a failure deep inside a step.
+        datamodule = self.trainer.datamodule if self.trainer is not None else None
+        if datamodule is not None:
+            self.check_data(datamodule, stage)
+
+    def check_data(self, datamodule: L.LightningDataModule, stage: str) -> None:
+        """Raise a UserError when this model cannot take ``datamodule``'s data; each kind of model says how."""
+
     def configure_callbacks(self) -> list[L.Callback]:
         return [self.train_loss_log]
 
@@ -139,3 +149,21 @@ class TutorialModule(FastHookNameMixin, L.LightningModule):
         :class:`TrainLossLog`; the progress bar shows the latest each time a batch of them is handed over."""
         if self.train_loss_log.add(self.trainer, batch_idx, value):
             self.log(self.train_loss_log.name, value, prog_bar=True, logger=False)
+
+
+def check_regression_sizes(model: L.LightningModule, datamodule: L.LightningDataModule) -> None:
+    """Steps 1-8: the model's input and output widths (its first and last ``nn.Linear``, or ``w1``/``w2``) must be
+    the data's ``d_in`` and ``d_out``."""
+    data = datamodule.hparams
+    if "d_in" not in data:
+        return
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if linears:
+        sizes = linears[0].in_features, linears[-1].out_features
+    elif isinstance(getattr(model, "w1", None), torch.Tensor) and isinstance(getattr(model, "w2", None), torch.Tensor):
+        sizes = model.w1.shape[0], model.w2.shape[1]
+    else:
+        return
+    if sizes != (data.d_in, data.d_out):
+        raise UserError(f"the model maps {sizes[0]} inputs to {sizes[1]} outputs but data.d_in={data.d_in} and "
+                        f"data.d_out={data.d_out}; give the model and the data the same sizes.")

@@ -5,6 +5,7 @@ Training and metrics only: the test report (table, figures) is drawn by ``lit_tu
 
 from typing import NamedTuple
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -88,12 +89,32 @@ class ImageClassifier(TutorialModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
-    def setup(self, stage: str) -> None:
+    def check_data(self, datamodule: L.LightningDataModule, stage: str) -> None:
         # Lightning skips an evaluation whose split is empty and reports success: no table, no CSV, exit 0.
         loader, split, action, fix = _EVALUATED.get(stage, (None,) * 4)
-        datamodule = self.trainer.datamodule
-        if loader and datamodule is not None and len(getattr(datamodule, loader)()) == 0:
+        if loader and len(getattr(datamodule, loader)()) == 0:
             raise UserError(f"the {split} split holds no images, so there is nothing to {action}: {fix}.")
+        if hasattr(datamodule, "example_images"):
+            self._check_takes(datamodule.example_images(), len(datamodule.class_names))
+
+    def _check_takes(self, image: torch.Tensor, num_classes: int) -> None:
+        """One image through the net: a net built for other images, or for another number of classes."""
+        shape = "x".join(map(str, image.shape[1:]))
+        was_training = self.training
+        self.eval()  # no dropout: the check draws nothing from the RNG
+        try:
+            with torch.no_grad():  # shapes are what is checked: the statistics may still come from the checkpoint
+                outputs = self(image.to(self.device).float().div(255))
+        except RuntimeError as error:
+            raise UserError(
+                f"the model's net cannot take this data's {shape} images ({str(error).splitlines()[0]}); pair the "
+                "net with its dataset (LeNet: 3x32x32 CIFAR10, MnistNet: 1x28x28 MNIST or digits)."
+            ) from error
+        finally:
+            self.train(was_training)
+        if outputs.shape[-1] != num_classes:
+            raise UserError(f"the net gives {outputs.shape[-1]} outputs but the data has {num_classes} classes; set "
+                            f"the net's num_classes to {num_classes}.")
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch  # on the device already: Lightning moves each batch (the tutorial's .to(device))

@@ -2,11 +2,12 @@
 
 from typing import Literal
 
+import lightning as L
 import torch
 from torch import nn
 
 from lit_tutorial.errors import require_positive
-from lit_tutorial.models.base import TutorialModule
+from lit_tutorial.models.base import TutorialModule, check_regression_sizes
 
 
 class MyReLU(torch.autograd.Function):
@@ -106,6 +107,9 @@ class FromScratchRegressor(TutorialModule):
         optimizer.step()  # HandSGD: w -= lr * w.grad, counted and checkpointed by Lightning
         optimizer.zero_grad()  # the tutorial's w.grad.zero_()
         return loss.detach()
+
+    def check_data(self, datamodule: L.LightningDataModule, stage: str) -> None:
+        check_regression_sizes(self, datamodule)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return HandSGD(self.parameters(), lr=self.hparams.lr)

@@ -1,11 +1,12 @@
 """Steps 5-8: any regression ``nn.Module`` trained on ``MSELoss(reduction="sum")`` with automatic optimization."""
 
+import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
 from lit_tutorial.internals import built_by_cli
-from lit_tutorial.models.base import TutorialModule
+from lit_tutorial.models.base import TutorialModule, check_regression_sizes
 from lit_tutorial.models.optim import build_optimizer
 
 
@@ -36,6 +37,9 @@ class Regressor(TutorialModule):
         # No zero_grad/backward/step: Lightning runs them on the returned loss, and with accumulate_grad_batches=8
         # it backpropagates loss / 8 and steps every 8th batch (the tutorial's loss / 8 and its (n + 1) % 8 test).
         return loss
+
+    def check_data(self, datamodule: L.LightningDataModule, stage: str) -> None:
+        check_regression_sizes(self, datamodule)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return build_optimizer(self.optimizer, self.parameters())
