@@ -20,6 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_tutorial.errors import UserError
 from lit_tutorial.files import atomic_write
+from lit_tutorial.launch import OwnerFileLock
 
 # Settings that may differ between a checkpoint's run and the run that resumes or evaluates it: where the data
 # lives and how batches are gathered change no number.
@@ -128,6 +129,18 @@ def checkpoint_dir(default_root_dir: str | Path) -> Path:
     return Path(default_root_dir) / "checkpoints"
 
 
+#: Lightning's own checkpoints in ``default_root_dir``, saved when a SLURM job gets its requeue signal.
+HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"
+
+
+def newest_checkpoint(default_root_dir: str | Path) -> Path | None:
+    """``--ckpt_path auto``: the newest of the run's ``last.ckpt`` and Lightning's HPC checkpoints, or None when the
+    folder holds neither (a first start), so one job script line starts a run and continues it after a requeue."""
+    root = Path(default_root_dir)
+    found = [path for path in (checkpoint_dir(root) / "last.ckpt", *root.glob(HPC_CHECKPOINTS)) if path.is_file()]
+    return max(found, key=lambda path: path.stat().st_mtime_ns, default=None)
+
+
 def resolve_checkpoint(ckpt_path: str, default_root_dir: str | Path) -> tuple[Path, dict]:
     """Turn ``last``/``best`` into a real path and check the file is an intact Lightning checkpoint.
 
@@ -154,7 +167,8 @@ def resolve_checkpoint(ckpt_path: str, default_root_dir: str | Path) -> tuple[Pa
     else:
         path = Path(ckpt_path)
         if not path.is_file():
-            raise UserError(f"--ckpt_path {ckpt_path}: no such file; give the path of a .ckpt file, last or best.")
+            raise UserError(f"--ckpt_path {ckpt_path}: no such file; give the path of a .ckpt file, last, best or "
+                            "auto.")
     return path, _load_intact(path)
 
 
@@ -221,7 +235,7 @@ class RunLock:
 
     def __init__(self, root: str | Path) -> None:
         self.path = Path(root) / ".lock"
-        self._file: IO | None = None
+        self._file: IO | OwnerFileLock | None = None
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,11 +250,15 @@ class RunLock:
                 f"another fit is writing into {self.path.parent} (process {holder}); wait for it to finish, "
                 "or give this run its own --trainer.default_root_dir."
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._file = handle
+        except OSError as error:  # a filesystem without flock (some network disks): a lock file instead
+            handle.close()
+            self._file = OwnerFileLock(self.path.with_suffix(".owner")).acquire(error)
+        else:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            self._file = handle
         # Whatever a killed save left behind: no other process writes here while the lock is held.
         for stale in checkpoint_dir(self.path.parent).glob("*.tmp"):
             stale.unlink(missing_ok=True)

@@ -29,15 +29,18 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 
 from lit_tutorial.callbacks import TidyProgressBar
 from lit_tutorial.checkpointing import (
+    HPC_CHECKPOINTS,
     TRAINER_SETTINGS,
     AtomicCheckpointIO,
     ResumeCheckpoint,
     check_same_settings,
     checkpoint_dir,
     flat_settings,
+    newest_checkpoint,
     resolve_checkpoint,
 )
 from lit_tutorial.errors import UserError, require_positive
+from lit_tutorial.launch import RequeueAtStepEnd, SharedRunFolder, check_launch
 
 EVALUATIONS = ("validate", "test", "predict")
 DESCRIPTION = (
@@ -48,6 +51,7 @@ DESCRIPTION = (
 EPILOG = (
     "Pass a step config from configs/, e.g. lit-tutorial fit --config configs/step6_optim.yaml; stack overlays from "
     "configs/overlays/ after it. --ckpt_path last (or best) continues or evaluates the run's saved checkpoint; "
+    "fit --ckpt_path auto continues the run if the folder holds one and starts it otherwise (for job scripts); "
     "evaluating the untrained weights takes --ckpt_path initial; fit --overwrite replaces an earlier run in the "
     "same folder. lit-tutorial <subcommand> --help lists every key."
 )
@@ -127,11 +131,15 @@ class LitTutorialCLI(LightningCLI):
             raise UserError(f"trainer.default_root_dir {root} is a file; give a folder for the run.")
         require_positive("trainer.accumulate_grad_batches", config.trainer.accumulate_grad_batches)
         _require_step(subcommand, config.model.class_path)
+        check_launch(config.trainer)
+        if config.get("ckpt_path") == "auto":  # one job script line for the first start and every requeue
+            newest = newest_checkpoint(root)
+            config.ckpt_path = str(newest) if newest else None
         ckpt_path = config.get("ckpt_path")
         if subcommand in EVALUATIONS and ckpt_path is None:
             raise UserError(
-                f"{subcommand} needs trained weights: pass --ckpt_path last, best or a .ckpt file (or --ckpt_path "
-                "initial to score the untrained initial weights on purpose)."
+                f"{subcommand} needs trained weights: pass --ckpt_path last, best, auto or a .ckpt file (or "
+                "--ckpt_path initial to score the untrained initial weights on purpose)."
             )
         settings = run_settings(config)
         if ckpt_path == "initial" and subcommand in EVALUATIONS:
@@ -148,13 +156,15 @@ class LitTutorialCLI(LightningCLI):
         elif not config.trainer.fast_dev_run and _holds_a_run(root):
             if not config.overwrite:
                 raise UserError(
-                    f"{root} holds the checkpoints of an earlier run; continue it with --ckpt_path last, give this "
-                    "run another --trainer.default_root_dir, or pass --overwrite to delete that run's checkpoints "
-                    "and logs first."
+                    f"{root} holds the checkpoints of an earlier run; continue it with --ckpt_path last (or auto), "
+                    "give this run another --trainer.default_root_dir, or pass --overwrite to delete that run's "
+                    "checkpoints and logs first."
                 )
             if _is_launching_process():
                 for old in (checkpoint_dir(root), root / "logs"):
                     shutil.rmtree(old, ignore_errors=True)
+                for old in root.glob(HPC_CHECKPOINTS):  # Lightning would resume from them under SLURM
+                    old.unlink()
         if subcommand == "fit":
             out = root / "logs"
         elif _is_launching_process():  # each evaluation its own folder: another's outputs are never replaced
@@ -191,6 +201,7 @@ class LitTutorialCLI(LightningCLI):
         for callback in callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = os.path.realpath(checkpoint_dir(root))  # beside last.ckpt, where ``best`` looks
+        callbacks += [SharedRunFolder(), RequeueAtStepEnd()]
         if trainer.get("enable_checkpointing") is not False:
             callbacks.append(ResumeCheckpoint(settings=self.settings))
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
@@ -300,7 +311,7 @@ def _plain(value):
 
 def _holds_a_run(root: Path) -> bool:
     folder = checkpoint_dir(root)
-    return folder.is_dir() and any(folder.glob("*.ckpt"))
+    return folder.is_dir() and any(folder.glob("*.ckpt")) or any(root.glob(HPC_CHECKPOINTS))
 
 
 def _is_launching_process() -> bool:
