@@ -242,26 +242,39 @@ def test_sigterm_stops_every_node_and_the_same_command_resumes_exactly(tmp_path,
     assert_same_weights(tmp_path, one_node_two_devices)
 
 
-class PauseAfterRequeue(L.Callback):
-    """Stands still before the step after a new requeue checkpoint, as a job does until the scheduler ends it."""
+class RequeueWhileTraining(L.Callback):
+    """A job's view of a requeue: in the middle of step 15 (gradients computed, weights not yet updated) it waits
+    for the test's SIGUSR1; once a new requeue checkpoint exists it stands still, until the scheduler ends it."""
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self.before = set(Path(trainer.default_root_dir).glob("hpc_ckpt_*"))
+        self.root = Path(trainer.default_root_dir)
+        self.before = set(self.root.glob("hpc_ckpt_*"))
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        if trainer.global_step == 14:
+            (self.root / "mid-step").touch()
+            self._wait_for(lambda: (self.root / "signalled").exists())
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if set(self.root.glob("hpc_ckpt_*")) - self.before:
+            self._wait_for(lambda: False)
+
+    @staticmethod
+    def _wait_for(condition) -> None:
         deadline = time.monotonic() + 120
-        while set(Path(trainer.default_root_dir).glob("hpc_ckpt_*")) - self.before:
-            assert time.monotonic() < deadline, "the job was not stopped"
-            time.sleep(0.05)
+        while not condition():
+            assert time.monotonic() < deadline, "the test did not come"
+            time.sleep(0.02)
 
 
 TWELVE_STEPS = ["--trainer.limit_train_batches=12"]
 
 
 def test_slurm_requeue_signal_saves_at_a_step_end_and_the_same_command_resumes(tmp_path, capsys):
-    """A real SIGUSR1 in a (simulated) one-task SLURM job, whenever it lands: Lightning's HPC checkpoint is taken
-    at the next step end, carries the run's settings, asks ``scontrol`` to requeue; the job is then killed, and the
-    same command with ``--ckpt_path auto`` continues from that checkpoint to the uninterrupted run's weights."""
+    """A real SIGUSR1 in a (simulated) one-task SLURM job, landing in the middle of a step: Lightning's HPC
+    checkpoint is taken at that step's end, carries the run's settings and asks ``scontrol`` to requeue; the job is
+    then killed, and the same command with ``--ckpt_path auto`` continues from that checkpoint to the uninterrupted
+    run's weights."""
     straight, job = tmp_path / "straight", tmp_path / "job"
     digits = ["--config", str(CONFIGS / "step10_digits.yaml")]
     assert run_cli(["fit", *digits, *TINY, *TWELVE_STEPS, f"--trainer.default_root_dir={straight}"])[0] == 0
@@ -273,16 +286,17 @@ def test_slurm_requeue_signal_saves_at_a_step_end_and_the_same_command_resumes(t
              "SLURM_NNODES": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
              "SLURM_NODELIST": "127.0.0.1", "PATH": f"{stub}{os.pathsep}{os.environ['PATH']}"}
     command = [sys.executable, "-m", "lit_tutorial", "fit", *digits, "--ckpt_path", "auto",
-               "--trainer.callbacks+=test_multinode.PauseAfterRequeue"]
+               "--trainer.callbacks+=test_multinode.RequeueWhileTraining"]
     process = _start(command, job, TWELVE_STEPS, **slurm)
-    _wait_for(job / "checkpoints" / "last.ckpt", [process])  # epoch 0 ended: training runs on in epoch 1
+    _wait_for(job / "mid-step", [process])
     process.send_signal(signal.SIGUSR1)
+    (job / "signalled").touch()
     _wait_for(job / "hpc_ckpt_1.ckpt", [process])
     os.killpg(process.pid, signal.SIGKILL)  # the end of the job's time
     finish([process])
     assert (tmp_path / "requeued").read_text().split() == ["requeue", "77"]
     hpc = torch.load(job / "hpc_ckpt_1.ckpt", weights_only=True)
-    assert 12 < hpc["global_step"] < 24 and SETTINGS_KEY in hpc and "torch_rng_state" in hpc
+    assert hpc["global_step"] == 15 and SETTINGS_KEY in hpc and "torch_rng_state" in hpc
     assert newest_checkpoint(job) == job / "hpc_ckpt_1.ckpt"
 
     (code, _, err), = finish([_start(command, job, TWELVE_STEPS, **slurm)])
