@@ -336,10 +336,17 @@ def _error_line(err: str) -> str:
 
 @pytest.fixture
 def clean_launch_env(monkeypatch):
+    """No launcher variables of this process's own; a launch let through to Lightning fails at once instead of
+    waiting for the other nodes for DDP's 30 minutes."""
     for name in [*os.environ]:
         if name.startswith(("SLURM_", "TORCHELASTIC_")) or name in (*launch.PLAIN_VARIABLES, "WORLD_SIZE", "RANK",
                                                                     "LOCAL_RANK", "GROUP_RANK"):
             monkeypatch.delenv(name)
+
+    def never(*args, **kwargs):
+        raise AssertionError("this launch reached Lightning's process group")
+
+    monkeypatch.setattr(torch.distributed, "init_process_group", never)
     return monkeypatch
 
 
@@ -387,12 +394,24 @@ def test_a_node_that_cannot_reach_node_0_says_where_it_looked(clean_launch_env, 
         launch._wait_for_master(launch.LightningEnvironment(), rank_zero=False)
 
 
-@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP])
-def test_a_filesystem_without_flock_gets_a_lock_file(code, tmp_path, monkeypatch, capsys):
-    def no_flock(*args):
+def flock_failing_with(code: int):
+    """``fcntl.flock`` as a filesystem answers that does not support it (ENOLCK, EOPNOTSUPP)."""
+
+    def flock(*args):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(checkpointing.fcntl, "flock", no_flock)
+    return flock
+
+
+@pytest.fixture
+def no_flock(monkeypatch):
+    monkeypatch.setattr(checkpointing.fcntl, "flock", flock_failing_with(errno.ENOLCK))
+    return monkeypatch
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP])
+def test_a_filesystem_without_flock_gets_a_lock_file(code, no_flock, tmp_path):
+    no_flock.setattr(checkpointing.fcntl, "flock", flock_failing_with(code))
     owner = tmp_path / ".lock.owner"
     first = RunLock(tmp_path)
     first.acquire()
@@ -402,17 +421,19 @@ def test_a_filesystem_without_flock_gets_a_lock_file(code, tmp_path, monkeypatch
     first.release()
     assert not owner.exists()
 
-    # A run killed on this host leaves its file: the next run sees that process gone and takes over.
+    # Another error from flock is not a missing feature: it keeps its traceback.
+    no_flock.setattr(checkpointing.fcntl, "flock", flock_failing_with(errno.EBADF))
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        RunLock(tmp_path).acquire()
+
+
+def test_a_lock_file_left_by_a_killed_run_on_this_host_is_taken_over(no_flock, tmp_path):
     gone = subprocess.Popen(["true"])
     gone.wait()
+    owner = tmp_path / ".lock.owner"
     owner.write_text(f"{socket.gethostname()} {gone.pid}")
     assert run_cli(["fit", *STEP8, *quiet_trainer_args(tmp_path)])[0] == 0
     assert not owner.exists() and (tmp_path / "checkpoints" / "last.ckpt").is_file()
-
-    # Another error from flock is not a missing feature: it keeps its traceback.
-    monkeypatch.setattr(checkpointing.fcntl, "flock", lambda *a: (_ for _ in ()).throw(OSError(errno.EBADF, "bad")))
-    with pytest.raises(OSError, match="bad"):
-        RunLock(tmp_path).acquire()
 
 
 def test_ckpt_path_auto_starts_a_run_then_continues_it(tmp_path, capsys):
