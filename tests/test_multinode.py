@@ -270,6 +270,7 @@ class RequeueWhileTraining(L.Callback):
 TWELVE_STEPS = ["--trainer.limit_train_batches=12"]
 
 
+@pytest.mark.slow
 def test_slurm_requeue_signal_saves_at_a_step_end_and_the_same_command_resumes(tmp_path, capsys):
     """A real SIGUSR1 in a (simulated) one-task SLURM job, landing in the middle of a step: Lightning's HPC
     checkpoint is taken at that step's end, carries the run's settings and asks ``scontrol`` to requeue; the job is
