@@ -204,6 +204,28 @@ def test_slurm_tasks_train_as_one_node(tmp_path, one_node_two_devices):
 
 
 @pytest.mark.slow
+def test_slurm_requeue_under_ddp_saves_once_at_the_same_step(tmp_path, one_node_two_devices):
+    """SIGUSR1 to both tasks of the page's script in the middle of step 6: both processes agree on the step's end,
+    save one requeue checkpoint together; the page's command again continues from it exactly."""
+    job, wait = tmp_path / "job", ["--trainer.callbacks+=test_multinode.RequeueWhileTraining",
+                                   "--trainer.callbacks.step=5"]
+    tasks = start_slurm_tasks(job, wait, PATH=scontrol_stub(tmp_path))
+    _wait_for(job / "mid-step", tasks)
+    for task in tasks:
+        task.send_signal(signal.SIGUSR1)
+    (job / "signalled").touch()
+    _wait_for(job / "hpc_ckpt_1.ckpt", tasks)
+    for task in tasks:
+        os.killpg(task.pid, signal.SIGKILL)
+    finish(tasks)
+    assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
+    assert torch.load(job / "hpc_ckpt_1.ckpt", weights_only=True)["global_step"] == 6
+    assert not list(job.glob("hpc_ckpt_2*"))
+    _ok(finish(start_slurm_tasks(job, wait, PATH=scontrol_stub(tmp_path / "again"))))
+    assert_same_weights(job, one_node_two_devices)
+
+
+@pytest.mark.slow
 def test_both_nodes_killed_mid_epoch_resume_with_auto(tmp_path, one_node_two_devices):
     """SIGKILL to both nodes in epoch 1 (after epoch 0's last.ckpt); the page's command again continues."""
     pause = ["--trainer.callbacks+=conftest.InterruptAt", "--trainer.callbacks.step=6",
@@ -243,15 +265,19 @@ def test_sigterm_stops_every_node_and_the_same_command_resumes_exactly(tmp_path,
 
 
 class RequeueWhileTraining(L.Callback):
-    """A job's view of a requeue: in the middle of step 15 (gradients computed, weights not yet updated) it waits
-    for the test's SIGUSR1; once a new requeue checkpoint exists it stands still, until the scheduler ends it."""
+    """A job's view of a requeue: in the middle of the step after ``step`` (gradients computed, weights not yet
+    updated) it waits for the test's SIGUSR1; once a new requeue checkpoint exists it stands still, until the
+    scheduler ends it."""
+
+    def __init__(self, step: int = 14) -> None:
+        self.step = step
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.root = Path(trainer.default_root_dir)
         self.before = set(self.root.glob("hpc_ckpt_*"))
 
     def on_after_backward(self, trainer, pl_module) -> None:
-        if trainer.global_step == 14:
+        if trainer.global_step == self.step:
             (self.root / "mid-step").touch()
             self._wait_for(lambda: (self.root / "signalled").exists())
 
@@ -270,6 +296,15 @@ class RequeueWhileTraining(L.Callback):
 TWELVE_STEPS = ["--trainer.limit_train_batches=12"]
 
 
+def scontrol_stub(tmp_path: Path) -> str:
+    """A PATH whose ``scontrol`` writes its arguments to ``tmp_path/requeued`` instead of requeueing a job."""
+    stub = tmp_path / "bin"
+    stub.mkdir(parents=True)
+    (stub / "scontrol").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/requeued\n')
+    (stub / "scontrol").chmod(0o755)
+    return f"{stub}{os.pathsep}{os.environ['PATH']}"
+
+
 @pytest.mark.slow
 def test_slurm_requeue_signal_saves_at_a_step_end_and_the_same_command_resumes(tmp_path, capsys):
     """A real SIGUSR1 in a (simulated) one-task SLURM job, landing in the middle of a step: Lightning's HPC
@@ -279,13 +314,9 @@ def test_slurm_requeue_signal_saves_at_a_step_end_and_the_same_command_resumes(t
     straight, job = tmp_path / "straight", tmp_path / "job"
     digits = ["--config", str(CONFIGS / "step10_digits.yaml")]
     assert run_cli(["fit", *digits, *TINY, *TWELVE_STEPS, f"--trainer.default_root_dir={straight}"])[0] == 0
-    stub = tmp_path / "bin"
-    stub.mkdir()
-    (stub / "scontrol").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/requeued\n')
-    (stub / "scontrol").chmod(0o755)
     slurm = {"SLURM_JOB_ID": "77", "SLURM_JOB_NAME": "digits", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1",
              "SLURM_NNODES": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
-             "SLURM_NODELIST": "127.0.0.1", "PATH": f"{stub}{os.pathsep}{os.environ['PATH']}"}
+             "SLURM_NODELIST": "127.0.0.1", "PATH": scontrol_stub(tmp_path)}
     command = [sys.executable, "-m", "lit_tutorial", "fit", *digits, "--ckpt_path", "auto",
                "--trainer.callbacks+=test_multinode.RequeueWhileTraining"]
     process = _start(command, job, TWELVE_STEPS, **slurm)
