@@ -133,7 +133,8 @@ def resolve_checkpoint(ckpt_path: str, default_root_dir: str | Path) -> tuple[Pa
     else:
         path = Path(ckpt_path)
         if not path.is_file():
-            raise UserError(f"--ckpt_path {ckpt_path}: no such file; give the path of a .ckpt file, last or best.")
+            raise UserError(f"--ckpt_path {ckpt_path}: no such file; give the path of a .ckpt file, last, best or "
+                            "auto.")
     return path, _load_intact(path)
 
 

@@ -37,6 +37,7 @@ from lit_tutorial.errors import (
 )
 from lit_tutorial.export import SUBCOMMANDS as EXPORT_SUBCOMMANDS
 from lit_tutorial.export import ExportingTrainer
+from lit_tutorial.launch import RequeueAtStepEnd, SharedRunFolder, check_launch
 from lit_tutorial.settings import run_settings
 
 DESCRIPTION = (
@@ -47,7 +48,8 @@ DESCRIPTION = (
 EPILOG = (
     "Pass a step config from configs/, e.g. lit-tutorial fit --config configs/step6_optim.yaml; stack overlays from "
     "configs/overlays/ after it. --ckpt_path last (or best) continues or evaluates the run's saved checkpoint; "
-    "fit --ckpt_path auto continues the run if there is one and starts it otherwise; evaluating the untrained "
+    "fit --ckpt_path auto continues the run if there is one and starts it otherwise (for job scripts); evaluating "
+    "the untrained "
     "weights takes --ckpt_path initial; fit --overwrite replaces an earlier run in the same folder. "
     "lit-tutorial <subcommand> --help lists every key."
 )
@@ -89,6 +91,7 @@ class LitTutorialCLI(LightningCLI):
         require_positive("trainer.accumulate_grad_batches", config.trainer.accumulate_grad_batches)
         check_run_values(config)
         _require_step(subcommand, config.model.class_path)
+        check_launch(config.trainer)
         root = Path(config.trainer.default_root_dir or os.getcwd())
         config.trainer.default_root_dir = str(root)
         self.settings = run_settings(config)
@@ -117,7 +120,7 @@ class LitTutorialCLI(LightningCLI):
         """The config's trainer, plus the project's defaults where the user set nothing of their own: resumable
         checkpoints, atomic writes, a progress bar that redraws every 10 steps, and TensorBoard in the run folder."""
         trainer = (self.config_init[self.subcommand] if self.subcommand else self.config_init)["trainer"]
-        callbacks = [*(trainer.get("callbacks") or []), StopOnSigterm()]
+        callbacks = [*(trainer.get("callbacks") or []), StopOnSigterm(), SharedRunFolder(), RequeueAtStepEnd()]
         for callback in callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:  # beside last.ckpt: ``best``
                 callback.dirpath = os.path.realpath(checkpoint_dir(trainer["default_root_dir"]))

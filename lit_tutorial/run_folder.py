@@ -27,6 +27,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_tutorial.checkpointing import ResumeCheckpoint, checkpoint_dir, resolve_checkpoint
 from lit_tutorial.errors import UserError, require_short_names
+from lit_tutorial.launch import OwnerFileLock
 from lit_tutorial.settings import EVALUATION_SETTINGS, check_same_settings
 
 EVALUATIONS = ("validate", "test", "predict", "export")
@@ -114,6 +115,8 @@ def open_run_folder(subcommand: str, root: Path, ckpt_path: str | None, overwrit
         if overwrite and writes:
             for old in (checkpoint_dir(root), root / LOGS):
                 shutil.rmtree(old, ignore_errors=True)
+            for old in root.glob(HPC_CHECKPOINTS):  # Lightning would resume from them under SLURM
+                old.unlink()
         if writes:
             _make(folder, folder.out, "give a --trainer.default_root_dir that you can write to")
     except BaseException:
@@ -131,8 +134,12 @@ def _fit_checkpoint(root: Path, ckpt_path: str | None, overwrite: bool, settings
                         "initial weights without --ckpt_path.")
     if overwrite and ckpt_path is not None:
         raise UserError("--overwrite starts a new run and --ckpt_path continues one; pass only one of them.")
-    if ckpt_path == "auto":
-        ckpt_path = newest_checkpoint(root)
+    if ckpt_path == "auto":  # one job script line for the first start and every requeue
+        newest = newest_checkpoint(root)
+        if newest is None and holds_a_run(root):
+            raise UserError(f"--ckpt_path auto: {root} holds checkpoints but no last.ckpt to continue from; give "
+                            "the path of a checkpoint, or another --trainer.default_root_dir.")
+        ckpt_path = str(newest) if newest else None
     if ckpt_path is not None:
         path, checkpoint = resolve_checkpoint(ckpt_path, root)
         if not _is_inside(path, root) and holds_a_run(root):  # continuing another run here would replace this one
@@ -193,17 +200,19 @@ def _make(folder: RunFolder, path: Path, hint: str, exist_ok: bool = True) -> bo
 
 def holds_a_run(root: Path) -> bool:
     """A checkpoint of a fit is in the folder: ``last``/``best`` or one Lightning saved for a SLURM requeue."""
-    return any(checkpoint_dir(root).glob("*.ckpt")) or any(root.glob("hpc_ckpt_*.ckpt"))
+    return any(checkpoint_dir(root).glob("*.ckpt")) or any(root.glob(HPC_CHECKPOINTS))
 
 
-def newest_checkpoint(root: Path) -> str | None:
-    """``--ckpt_path auto``: the run's newest resumable checkpoint, ``last.ckpt`` or Lightning's SLURM-requeue
-    ``hpc_ckpt_N.ckpt``, or ``None`` when the folder holds no run (a job script's first start)."""
-    found = [p for p in (checkpoint_dir(root) / "last.ckpt", *root.glob("hpc_ckpt_*.ckpt")) if p.is_file()]
-    if not found and holds_a_run(root):
-        raise UserError(f"--ckpt_path auto: {root} holds checkpoints but no last.ckpt to continue from; give the "
-                        "path of a checkpoint, or another --trainer.default_root_dir.")
-    return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
+#: Lightning's own checkpoints in ``default_root_dir``, saved when a SLURM job gets its requeue signal.
+HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"
+
+
+def newest_checkpoint(root: Path) -> Path | None:
+    """``--ckpt_path auto``: the newest of the run's ``last.ckpt`` and Lightning's SLURM-requeue checkpoints, or
+    None when the folder holds neither (a job script's first start)."""
+    root = Path(root)
+    found = [path for path in (checkpoint_dir(root) / "last.ckpt", *root.glob(HPC_CHECKPOINTS)) if path.is_file()]
+    return max(found, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
 def _is_inside(path: Path, root: Path) -> bool:
@@ -219,7 +228,7 @@ class RunLock:
 
     def __init__(self, root: str | Path) -> None:
         self.path = Path(root) / ".lock"
-        self._file: IO | None = None
+        self._file: IO | OwnerFileLock | None = None
 
     def acquire(self) -> None:
         try:
@@ -239,11 +248,15 @@ class RunLock:
                 f"another fit is writing into {self.path.parent} (process {holder}); wait for it to finish, "
                 "or give this run its own --trainer.default_root_dir."
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._file = handle
+        except OSError as error:  # a filesystem without flock (some network disks): a lock file instead
+            handle.close()
+            self._file = OwnerFileLock(self.path.with_suffix(".owner")).acquire(error)
+        else:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            self._file = handle
         # Whatever a killed save left behind: no other process writes here while the lock is held.
         for stale in checkpoint_dir(self.path.parent).glob("*.tmp"):
             stale.unlink(missing_ok=True)
