@@ -7,8 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
+from sklearn.datasets import load_digits
 
 from conftest import CONFIGS, quiet_trainer_args, run_cli
+from formats import write_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
 WALKTHROUGHS = [REPO / "docs" / "walkthrough.md", REPO / "docs" / "walkthrough.zh.md"]
@@ -198,3 +201,36 @@ def test_every_run_path_the_docs_name_is_one_a_run_writes(tmp_path):
     assert {normal(p) for p in tree} - written == set()
     listed = {normal(f"{entry}{name}") for entry, names in tree.items() if entry.endswith("/") for name in names}
     assert listed - written == set()  # the files each folder's comment names
+
+
+# What the README's commands get here, so that they run in seconds: fewer steps and batches, nothing else.
+_TINY = {"step6_optim": ["--data.init_args.steps=5"]}
+_TINY_IMAGES = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
+
+
+def _readme_commands() -> list[list[str]]:
+    """Every ``lit-tutorial`` command in the README's bash blocks, as typed (comments dropped), but ``--help``."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    lines = [line.split("  #")[0].split() for block in blocks for line in block.splitlines()]
+    return [line[1:] for line in lines if line[:1] == ["lit-tutorial"] and "--help" not in line]
+
+
+def test_the_readmes_commands_run_in_order_twice(tmp_path, capsys):
+    """A reader runs the README's commands in order, then again: every one succeeds both times (a finished run is
+    continued by ``--ckpt_path auto`` with nothing left to train; each evaluation gets a folder of its own)."""
+    commands = _readme_commands()
+    assert {command[0] for command in commands} >= {"fit", "predict", "export"}
+    # The folders the README names, relative to where the commands run (each test runs in its own tmp_path).
+    digits = load_digits()
+    images = torch.from_numpy(digits.images[:40] * 15).to(torch.uint8).unsqueeze(1)
+    images = torch.nn.functional.interpolate(images.float(), size=(28, 28)).to(torch.uint8)
+    write_image_folder(tmp_path / "my_digits", images, torch.from_numpy(digits.target[:40]))
+    write_image_folder(tmp_path / "my_pictures", images[:3], torch.zeros(3, dtype=torch.int64))
+    for attempt in (1, 2):
+        for command in commands:
+            config = next(Path(arg).stem for arg in command if arg.startswith("configs/"))
+            args = [str(REPO / arg) if arg.startswith("configs/") else arg for arg in command]
+            args += _TINY.get(config, _TINY_IMAGES if command[0] == "fit" else [])
+            code, err = run_cli(args, capsys)
+            assert code == 0, (attempt, command, err[-2000:])
+    assert len(list((tmp_path / "runs" / "step10_digits" / "checkpoints").glob("best-*-export*"))) == 2
