@@ -7,7 +7,6 @@ what a checkpoint records of its run, ``checkpointing.py`` how runs are saved, a
 mistake into one sentence with exit code 2.
 """
 
-import importlib
 import os
 import signal
 import sys
@@ -38,6 +37,7 @@ from lit_tutorial.errors import (
 from lit_tutorial.export import SUBCOMMANDS as EXPORT_SUBCOMMANDS
 from lit_tutorial.export import ExportingTrainer
 from lit_tutorial.launch import RequeueAtStepEnd, SharedRunFolder, check_launch
+from lit_tutorial.models.base import require_step
 from lit_tutorial.settings import run_settings
 
 DESCRIPTION = (
@@ -90,7 +90,7 @@ class LitTutorialCLI(LightningCLI):
         config = self.config[subcommand] if self.config.get("subcommand") else self.config
         require_positive("trainer.accumulate_grad_batches", config.trainer.accumulate_grad_batches)
         check_run_values(config)
-        _require_step(subcommand, config.model.class_path)
+        require_step(subcommand, config.model.class_path)
         check_launch(config.trainer)
         root = Path(config.trainer.default_root_dir or os.getcwd())
         config.trainer.default_root_dir = str(root)
@@ -98,7 +98,7 @@ class LitTutorialCLI(LightningCLI):
         self.record.subcommand = subcommand
         self.record.folder = self.folder = run_folder.open_run_folder(
             subcommand, root, config.get("ckpt_path"), config.overwrite, self.settings,
-            writes=_is_launching_process(), fast_dev_run=bool(config.trainer.fast_dev_run))
+            writes=run_folder.is_launching_process(), fast_dev_run=bool(config.trainer.fast_dev_run))
         if "ckpt_path" in config:  # a subcommand's
             config.ckpt_path = self.folder.ckpt_path
         else:  # run=False: the caller fits with the trainer as with a plain Trainer, unguarded by the lock
@@ -154,27 +154,6 @@ class LitTutorialCLI(LightningCLI):
                          if p.is_file() and p.stat().st_mtime >= self.started - 1 and not p.name.endswith(".tmp"))
         if written:
             print("\nlit_tutorial: wrote\n" + "\n".join(f"  {p}" for p in written))
-
-
-# The step each subcommand runs, and LightningModule's own (empty or generic) version of it.
-_STEPS = {"validate": "validation_step", "test": "test_step", "predict": "predict_step", "export": "predict_step"}
-
-
-def _require_step(subcommand: str, class_path: str) -> None:
-    """``validate``, ``test`` or ``predict`` on a model that only trains (steps 1-8) is a user error, not a crash."""
-    step = _STEPS.get(subcommand)
-    module, name = class_path.rsplit(".", 1)
-    model = getattr(importlib.import_module(module), name)
-    if step and getattr(model, step) is getattr(L.LightningModule, step):
-        raise UserError(
-            f"{name} has no {step} (the regression steps 1-8 only train), so there is nothing to "
-            f"{subcommand}: run fit with this config, or {subcommand} an image config (step9_*, step10_*)."
-        )
-
-
-def _is_launching_process() -> bool:
-    """True in the process a user started; false in the extra processes DDP launches (they see the same files)."""
-    return all(os.environ.get(var, "0") == "0" for var in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
 
 
 def _plain_cuda_check() -> None:

@@ -219,6 +219,11 @@ def _is_inside(path: Path, root: Path) -> bool:
     return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
 
 
+def is_launching_process() -> bool:
+    """True in the process a user started; false in the extra processes DDP launches (they see the same files)."""
+    return all(os.environ.get(var, "0") == "0" for var in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
+
+
 class RunLock:
     """Only one ``fit`` at a time may write into a run folder: an exclusive lock on ``<root>/.lock``.
 

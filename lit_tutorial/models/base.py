@@ -1,5 +1,7 @@
-"""What every step's LightningModule shares: a guard against non-finite losses and every iteration's loss logged."""
+"""What every step's LightningModule shares: a guard against non-finite losses, every iteration's loss logged, and
+the checks that a model fits its data and the subcommand asked of it."""
 
+import importlib
 import math
 
 import lightning as L
@@ -167,3 +169,19 @@ def check_regression_sizes(model: L.LightningModule, datamodule: L.LightningData
     if sizes != (data.d_in, data.d_out):
         raise UserError(f"the model maps {sizes[0]} inputs to {sizes[1]} outputs but data.d_in={data.d_in} and "
                         f"data.d_out={data.d_out}; give the model and the data the same sizes.")
+
+
+# The step each subcommand runs, and LightningModule's own (empty or generic) version of it.
+_STEPS = {"validate": "validation_step", "test": "test_step", "predict": "predict_step", "export": "predict_step"}
+
+
+def require_step(subcommand: str, class_path: str) -> None:
+    """``validate``, ``test`` or ``predict`` on a model that only trains (steps 1-8) is a user error, not a crash."""
+    step = _STEPS.get(subcommand)
+    module, name = class_path.rsplit(".", 1)
+    model = getattr(importlib.import_module(module), name)
+    if step and getattr(model, step) is getattr(L.LightningModule, step):
+        raise UserError(
+            f"{name} has no {step} (the regression steps 1-8 only train), so there is nothing to "
+            f"{subcommand}: run fit with this config, or {subcommand} an image config (step9_*, step10_*)."
+        )
