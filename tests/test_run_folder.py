@@ -2,6 +2,7 @@
 weights and match the checkpoint's settings, ``last``/``best`` resolve, every written file is named at the end."""
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,19 @@ def test_resuming_an_image_run_with_another_batch_size_is_refused(digits_run, ca
                          "last", *quiet_trainer_args(digits_run)], capsys)
     assert code == 2 and "was trained with data.init_args.batch_size=64 but this command has 32" in _error_line(err)
     assert _files(digits_run) == before
+
+
+def test_an_evaluation_may_change_data_and_trainer_settings_but_not_model_ones(digits_run, tmp_path, capsys):
+    """Evaluating the same weights on other batches, or under another training-only setting, is the same model;
+    another optimizer or net setting is another model, refused by name."""
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)  # this test's evaluation folders stay out of the other tests' run
+    evaluate = ["test", *DIGITS, "--ckpt_path", "last", "--trainer.limit_test_batches=1", *quiet_trainer_args(run)]
+    assert run_cli([*evaluate, "--data.init_args.batch_size=32", "--data.init_args.seed=3",
+                    "--data.init_args.val_size=100", "--trainer.accumulate_grad_batches=2",
+                    "--trainer.gradient_clip_val=1.0"])[0] == 0
+    capsys.readouterr()
+    for override, key in [("--model.init_args.optimizer.init_args.lr=0.5", "model.init_args.optimizer.init_args.lr"),
+                          ("--model.init_args.net.init_args.num_classes=12", "model.init_args.net.init_args.num_classes")]:
+        code, err = run_cli([*evaluate, override], capsys)
+        assert code == 2 and f"was trained with {key}=" in _error_line(err) and "to test it" in err
