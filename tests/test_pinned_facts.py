@@ -128,7 +128,8 @@ def test_digits_splits_are_disjoint_cover_all_1797_and_only_train_val_follow_the
         datamodule = DigitsDataModule(seed=seed)
         datamodule.setup("fit")
         datamodule.setup("test")
-        served = {name: _served_images(getattr(datamodule, f"{name}_dataloader")()) for name in ("train", "val", "test")}
+        served = {name: _served_images(getattr(datamodule, f"{name}_dataloader")())
+                  for name in ("train", "val", "test")}
         return datamodule, served
 
     first, served = splits(seed=0)
@@ -256,7 +257,8 @@ def test_periodic_saves_land_only_between_accumulation_windows(tmp_path):
     model = Regressor(two_layer_sequential(5, 4, 2), lambda p: torch.optim.SGD(p, lr=1e-3))
     datamodule = RandomTensorDataModule(n=8, d_in=5, d_out=2, steps=20)
     saves = RecordSaves()
-    trainer = _quiet_trainer(tmp_path, max_epochs=2, accumulate_grad_batches=8, plugins=[saves], enable_checkpointing=True,
+    trainer = _quiet_trainer(tmp_path, max_epochs=2, accumulate_grad_batches=8, plugins=[saves],
+                             enable_checkpointing=True,
                              callbacks=[ResumeCheckpoint(every_n_train_steps=1)])
     trainer.fit(model, datamodule)
     assert saves.positions == [(0, 8), (0, 16), (0, 20), (1, 8), (1, 16), (1, 20)]
@@ -460,7 +462,8 @@ def test_ctrl_c_after_an_epochs_last_batch_saves_though_its_window_is_short(tmp_
     torch.manual_seed(0)
     model = Regressor(two_layer_sequential(5, 4, 2), lambda p: torch.optim.SGD(p, lr=1e-3))
     saves = RecordSaves()
-    trainer = _quiet_trainer(tmp_path, max_epochs=2, accumulate_grad_batches=8, plugins=[saves], enable_checkpointing=True,
+    trainer = _quiet_trainer(tmp_path, max_epochs=2, accumulate_grad_batches=8, plugins=[saves],
+                             enable_checkpointing=True,
                              callbacks=[CtrlCAtEpochEnd(), ResumeCheckpoint()])
     with pytest.raises((SystemExit, KeyboardInterrupt)):  # Lightning ends an interrupted fit with exit code 1
         trainer.fit(model, RandomTensorDataModule(n=8, d_in=5, d_out=2, steps=20))

@@ -154,8 +154,10 @@ def test_an_evaluation_may_change_data_and_trainer_settings_but_not_model_ones(d
                     "--data.init_args.val_size=100", "--trainer.accumulate_grad_batches=2",
                     "--trainer.gradient_clip_val=1.0"])[0] == 0
     capsys.readouterr()
-    for override, key in [("--model.init_args.optimizer.init_args.lr=0.5", "model.init_args.optimizer.init_args.lr"),
-                          ("--model.init_args.net.init_args.num_classes=12", "model.init_args.net.init_args.num_classes")]:
+    for override, key in [
+        ("--model.init_args.optimizer.init_args.lr=0.5", "model.init_args.optimizer.init_args.lr"),
+        ("--model.init_args.net.init_args.num_classes=12", "model.init_args.net.init_args.num_classes"),
+    ]:
         code, err = run_cli([*evaluate, override], capsys)
         assert code == 2 and f"was trained with {key}=" in _error_line(err) and "to test it" in err
 
