@@ -3,6 +3,7 @@ weights and match the checkpoint's settings, ``last``/``best`` resolve, every wr
 
 import errno
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,7 @@ def test_a_fresh_fit_into_a_used_folder_is_refused_and_leaves_it_as_it_was(tmp_p
     overwrite = ["fit", *STEP6, "--data.init_args.steps=5", "--overwrite=true"]
     assert run_cli([*overwrite, *quiet_trainer_args(tmp_path)])[0] == 0
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+    assert len(list((tmp_path / "logs").glob("events.out.tfevents.*"))) == 1  # the old run's logs went too
 
 
 def test_fast_dev_run_writes_no_checkpoint(tmp_path):
@@ -108,6 +110,8 @@ def test_best_without_a_best_checkpoint_is_explained(tmp_path, capsys):
     ("--model.init_args.optimizer.init_args.lr=1.0e-3", "model.init_args.optimizer.init_args.lr"),
     ("--data.init_args.steps=40", "data.init_args.steps"),
     ("--trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches"),
+    ("--trainer.precision=64-true", "trainer.precision"),
+    ("--trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val"),
 ])
 def test_resuming_with_another_setting_names_it(override, key, tmp_path, capsys):
     assert run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)])[0] == 0
@@ -307,3 +311,56 @@ def test_a_command_that_fails_with_a_traceback_leaves_nothing_behind(tmp_path):
     with pytest.raises(RuntimeError, match="a bug"):
         run_cli(["fit", *STEP6, "--trainer.callbacks+=test_run_folder.FailsAtFitStart", *quiet_trainer_args(root)])
     assert not root.exists()
+
+
+def test_an_evaluation_may_change_data_and_trainer_settings_but_not_model_ones(digits_run, tmp_path, capsys):
+    """Evaluating the same weights on other batches, or under another training-only setting, is the same model;
+    another optimizer or net setting is another model, refused by name."""
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)  # this test's evaluation folders stay out of the other tests' run
+    evaluate = ["test", *DIGITS, "--ckpt_path", "last", "--trainer.limit_test_batches=1", *quiet_trainer_args(run)]
+    assert run_cli([*evaluate, "--data.init_args.batch_size=32", "--data.init_args.seed=3",
+                    "--data.init_args.val_size=100", "--trainer.accumulate_grad_batches=2",
+                    "--trainer.gradient_clip_val=1.0"])[0] == 0
+    capsys.readouterr()
+    for override, key in [
+        ("--model.init_args.optimizer.init_args.lr=0.5", "model.init_args.optimizer.init_args.lr"),
+        ("--model.init_args.net.init_args.num_classes=12", "model.init_args.net.init_args.num_classes"),
+    ]:
+        code, err = run_cli([*evaluate, override], capsys)
+        assert code == 2 and f"was trained with {key}=" in _error_line(err) and "to test it" in err
+
+
+def test_best_among_several_best_checkpoints_is_explained(digits_run, tmp_path, capsys):
+    """``--ckpt_path best`` means the one best checkpoint: with two it names both instead of picking one."""
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    (best,) = (run / "checkpoints").glob("best*.ckpt")
+    shutil.copy(best, run / "checkpoints" / "best-epoch=9-val_acc=0.0000.ckpt")
+    code, err = run_cli(["test", *DIGITS, "--ckpt_path", "best", *quiet_trainer_args(run)], capsys)
+    line = _error_line(err)
+    assert code == 2 and "holds 2 best checkpoints" in line and best.name in line and "epoch=9" in line
+
+
+def test_resuming_with_the_data_elsewhere_or_gathered_otherwise_is_allowed(tiny_vision_root, trust_cifar_files,
+                                                                           tmp_path):
+    """Where the data lives and how batches are gathered change no number: a resume may change them."""
+    data = tmp_path / "moved"
+    shutil.copytree(tiny_vision_root, data)
+    cifar = ["fit", "--config", str(CONFIGS / "step9_cifar10.yaml"), "--data.init_args.val_size=8",
+             "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", *quiet_trainer_args(tmp_path / "run")]
+    assert run_cli([*cifar, f"--data.init_args.data_dir={tiny_vision_root}", "--data.init_args.download=false",
+                    "--trainer.max_epochs=1"])[0] == 0
+    assert run_cli([*cifar, f"--data.init_args.data_dir={data}", "--data.init_args.download=true",
+                    "--data.init_args.device_resident=true", "--trainer.max_epochs=2", "--ckpt_path", "last"])[0] == 0
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+
+
+def test_a_dict_with_weights_but_no_training_state_is_not_taken_for_a_checkpoint(digits_run, tmp_path, capsys):
+    """A file holding a ``state_dict`` (and nothing of a Lightning checkpoint's loop state) is named as such."""
+    weights_only = tmp_path / "weights.ckpt"
+    state = torch.load(digits_run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    torch.save({"state_dict": state}, weights_only)
+    code, err = run_cli(["test", *DIGITS, "--ckpt_path", str(weights_only), *quiet_trainer_args(tmp_path / "run")],
+                        capsys)
+    assert code == 2 and "is not a Lightning checkpoint" in _error_line(err)
