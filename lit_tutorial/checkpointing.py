@@ -32,7 +32,6 @@ class ResumeCheckpoint(Checkpoint):
     def __init__(self, every_n_train_steps: int = 500, settings: dict[str, Any] | None = None) -> None:
         self.every_n_train_steps = every_n_train_steps
         self.settings = settings or {}
-        self._batches_done = 0
         #: The step ``last.ckpt`` holds, once this run has written one (for the sentence after an interrupt).
         self.saved_step: int | None = None
 
@@ -43,7 +42,6 @@ class ResumeCheckpoint(Checkpoint):
         self.saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self._batches_done = batch_idx + 1
         if trainer.global_step % self.every_n_train_steps == 0 and not self._mid_window(trainer):
             self._save(trainer)
 
@@ -54,17 +52,18 @@ class ResumeCheckpoint(Checkpoint):
         # Only interruptions: a failed run (non-finite loss, a bug) must not overwrite the last good state. Nor
         # in the middle of a gradient-accumulation window, whose gradients a checkpoint cannot hold: the previous
         # checkpoint replays it exactly instead.
-        # Also during the validation at an epoch's end, which runs before the epoch-end save.
+        # Also during the validation at an epoch's end, which runs before the epoch-end save. Not while a step is
+        # running: its update may be half applied and its batch already taken from the loader, so the previous
+        # checkpoint, which replays it exactly, is kept.
         interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
-        if interrupted and trainer.state.fn == "fit" and not self._mid_window(trainer):
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        in_step = trainer.training and progress.started > progress.processed
+        if interrupted and trainer.state.fn == "fit" and not in_step and not self._mid_window(trainer):
             self._save(trainer)
 
     def _mid_window(self, trainer: L.Trainer) -> bool:
-        done = self._batches_done
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # this epoch's finished steps
         return done % trainer.accumulate_grad_batches != 0 and done != trainer.num_training_batches
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._batches_done = 0
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # Tensors and strings only, so the checkpoint still loads with torch.load(weights_only=True).

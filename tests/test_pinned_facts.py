@@ -174,7 +174,8 @@ def test_auto_statistics_are_those_of_exactly_the_training_split_for_each_val_si
         np.testing.assert_allclose(datamodule.std, pixels.std(axis=(0, 2, 3)), rtol=0, atol=1e-9)
         # An evaluation normalises with the training split's statistics too.
         evaluation = auto(val_size, seed, stage="test")
-        assert (evaluation.mean, evaluation.std) == (datamodule.mean, datamodule.std)
+        images = evaluation.split("test")[0][:4]
+        assert torch.equal(evaluation.normalize(images), datamodule.normalize(images))
     assert len(list(data.glob("CIFAR10DataModule_stats_*.json"))) == 3
 
 
@@ -348,7 +349,7 @@ def test_each_ddp_process_writes_its_own_share_of_the_predictions(tiny_vision_ro
         process = SimpleNamespace(global_rank=rank, world_size=2, current_epoch=0, log_dir=str(tmp_path),
                                   default_root_dir=str(tmp_path))
         datamodule = CIFAR10DataModule(str(tiny_vision_root), download=False, batch_size=4, val_size=0)
-        datamodule.trainer = process
+        datamodule.trainer, process.datamodule = process, datamodule
         datamodule.setup("predict")
         writer = PredictionCSVWriter()
         writer.on_predict_epoch_start(process, model)
@@ -497,8 +498,6 @@ class InterruptInStep(L.Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: a Ctrl-C inside a training step saves last.ckpt with the loader "
-                                       "past the batch in flight, so the resume skips that batch")
 def test_ctrl_c_inside_a_training_step_then_resume_equals_the_uninterrupted_run(tmp_path):
     """README: exact resume after Ctrl-C mid-epoch. Stopped in the 11th batch of the second epoch, before that
     batch's update, the run must resume with that batch, not after it."""
