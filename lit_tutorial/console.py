@@ -18,7 +18,7 @@ SUBCOMMAND_HELP = {
     "fit": "Train; checkpoints and logs go to the run folder.",
     "validate": "Score a checkpoint on the validation split.",
     "test": "Score a checkpoint on the test set, per class.",
-    "predict": "Write a checkpoint's test-set predictions to CSV.",
+    "predict": "Classify the test set, or your pictures (data.predict_dir), into predictions.csv.",
 }
 
 # Python warnings: (message regex, category). The regex is matched from the start of the message.
