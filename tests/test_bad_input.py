@@ -46,6 +46,7 @@ def assert_one_sentence(args: list[str], capsys, expected: str, root: Path, unch
     (["--trainer.accelerator=tpu"], "needs a package this environment lacks"),
     (["--trainer.callbacks+=RichProgressBar", "--trainer.enable_progress_bar=true"], "`RichProgressBar` requires"),
     (["--data.init_args.seed=99999999999999999999"], "data.seed must be between 0 and 4294967295"),
+    (["--data.init_args.seed=4294967296"], "data.seed must be between 0 and 4294967295"),
 ])
 def test_lightning_and_trainer_settings(args, expected, tmp_path, capsys):
     assert_one_sentence(["fit", *STEP8, *args], capsys, expected, tmp_path / "run")
@@ -86,6 +87,16 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
     assert "the previous one is intact" in line
     monkeypatch.setattr(torch, "save", real_save)
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
+def test_a_bug_during_a_save_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only a failed write (torch's zip writer) is the user's to fix; any other error in a save is a bug."""
+    def buggy_save(obj, f, *args, **kwargs):
+        raise RuntimeError("a bug in a save")
+
+    monkeypatch.setattr(torch, "save", buggy_save)
+    with pytest.raises(RuntimeError, match="a bug in a save"):
+        run_cli(["fit", *STEP8, *quiet_trainer_args(tmp_path)])
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,7 @@ def test_ctrl_c_inside_an_accumulation_window_resumes_exactly(tmp_path):
     _assert_same_weights(_final_weights(crashed), _final_weights(tmp_path / "straight"))
 
 
-def test_sigterm_saves_then_resume_equals_uninterrupted(tmp_path):
+def test_sigterm_saves_then_resume_equals_uninterrupted(tmp_path, capsys):
     """A scheduler's SIGTERM at a random step after the first periodic save (at step 500): last.ckpt is written at
     that step, no second fit may write into the folder meanwhile, and the run resumes exactly."""
     long_run = ["--config", str(CONFIGS / "step8_control_flow.yaml"), "--data.init_args.steps=1000"]
@@ -70,7 +70,8 @@ def test_sigterm_saves_then_resume_equals_uninterrupted(tmp_path):
         time.sleep(0.05)
     assert (crashed / "waiting").exists(), process.communicate()[1][-2000:]
     # While it trains, no second fit may write into its folder.
-    assert run_cli(["fit", *long_run, "--ckpt_path", "last", *quiet_trainer_args(crashed)])[0] == 2
+    code, err = run_cli(["fit", *long_run, "--ckpt_path", "last", *quiet_trainer_args(crashed)], capsys)
+    assert code == 2 and f"another fit is writing into {crashed} (process {process.pid})" in err
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=HUNG_AFTER_S)
     assert process.returncode == 128 + signal.SIGTERM, err[-2000:]

@@ -173,7 +173,7 @@ def test_nothing_is_deleted_or_rewritten_while_another_fit_holds_the_folder(tmp_
     assert run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)])[0] == 0
     held_lock(tmp_path)
     before = _files(tmp_path)
-    for extra in (["--overwrite=true"], ["--overwrite"], ["--ckpt_path", "last", "--trainer.max_epochs=2"]):
+    for extra in ([], ["--overwrite=true"], ["--overwrite"], ["--ckpt_path", "last", "--trainer.max_epochs=2"]):
         code, err = run_cli(["fit", *STEP6, *extra, *quiet_trainer_args(tmp_path)], capsys)
         assert code == 2 and "another fit is writing into" in _error_line(err) and "4242" in err, extra
         assert _files(tmp_path) == before, extra  # checkpoints, logs and logs/config.yaml untouched
@@ -229,7 +229,8 @@ def test_the_choices_the_refusal_names_work_as_typed(tmp_path, capsys):
 def test_an_overlay_before_or_without_a_step_config_is_one_sentence(tmp_path, capsys):
     fast = str(CONFIGS / "overlays" / "fast.yaml")
     step = str(CONFIGS / "step10_digits.yaml")
-    for configs in (["--config", fast], ["--config", fast, "--config", step]):
+    for configs in (["--config", fast], ["--config", fast, "--config", step], [f"--config={fast}"],
+                    [f"--config={fast}", f"--config={step}"]):
         code, err = run_cli(["fit", *configs, *quiet_trainer_args(tmp_path)], capsys)
         assert code == 2 and f"{fast} is an overlay: stack it after a step config" in _error_line(err)
     assert not tmp_path.exists() or not list(tmp_path.iterdir())
@@ -364,3 +365,44 @@ def test_a_dict_with_weights_but_no_training_state_is_not_taken_for_a_checkpoint
     code, err = run_cli(["test", *DIGITS, "--ckpt_path", str(weights_only), *quiet_trainer_args(tmp_path / "run")],
                         capsys)
     assert code == 2 and "is not a Lightning checkpoint" in _error_line(err)
+
+
+def test_a_failed_command_removes_every_folder_it_made(tmp_path, capsys):
+    """A new folder two levels deep: the command made both, so both go when it fails before training."""
+    cifar = ["--config", str(CONFIGS / "step9_cifar10.yaml"), f"--data.init_args.data_dir={tmp_path / 'nothing'}",
+             "--data.init_args.download=false"]
+    for n, (command, says) in enumerate([(["fit", *cifar], "CIFAR10 not found"),
+                                         (["test", "--ckpt_path", "initial", *cifar], "CIFAR10 not found"),
+                                         (["fit", *STEP6, "--ckpt_path", "last"], "there is no"),
+                                         (["fit", *STEP6, "--ckpt_path", "initial"], "initial is for evaluations")]):
+        made = tmp_path / str(n)
+        code, err = run_cli([*command, *quiet_trainer_args(made / "deeper")], capsys)
+        assert code == 2 and says in _error_line(err), command
+        assert not made.exists(), command
+
+
+def test_overwrite_with_fast_dev_run_keeps_the_run(tmp_path, capsys):
+    """--overwrite would delete the run, and a smoke test writes nothing in its place."""
+    assert run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)])[0] == 0
+    before = _files(tmp_path)
+    code, err = run_cli(["fit", *STEP6, "--overwrite", "--trainer.fast_dev_run=true", *quiet_trainer_args(tmp_path)],
+                        capsys)
+    assert code == 2 and "--overwrite" in _error_line(err)
+    assert _files(tmp_path) == before
+
+
+def test_auto_starts_a_run_in_a_folder_that_holds_none(tmp_path):
+    root = tmp_path / "new"
+    assert run_cli(["fit", *STEP6, "--ckpt_path", "auto", *quiet_trainer_args(root)])[0] == 0
+    assert torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20
+
+
+def test_an_evaluation_compares_only_the_model_and_the_normalisation(digits_run, tmp_path, capsys):
+    """Another batch size scores the same weights; another std alone is another normalisation."""
+    code, err = run_cli(["predict", *DIGITS, "--ckpt_path", "last", "--data.init_args.std=[0.5]",
+                         *quiet_trainer_args(digits_run)], capsys)
+    assert code == 2 and "was trained with data.init_args.std=None but this command has [0.5]" in _error_line(err)
+    copy = tmp_path / "last.ckpt"  # its evaluation folder goes beside it, not into the shared run
+    copy.write_bytes((digits_run / "checkpoints" / "last.ckpt").read_bytes())
+    assert run_cli(["validate", *DIGITS, "--ckpt_path", str(copy), "--data.init_args.batch_size=32",
+                    *quiet_trainer_args(tmp_path / "out")])[0] == 0
