@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -23,10 +22,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lit_tutorial import run_folder
 from lit_tutorial.callbacks import StopOnSigterm, TidyProgressBar
 from lit_tutorial.checkpointing import AtomicCheckpointIO, ResumeCheckpoint, checkpoint_dir
-from lit_tutorial.console import describe_subcommands, quiet_known_noise
+from lit_tutorial.console import DESCRIPTION, EPILOG, describe_subcommands, quiet_known_noise
 from lit_tutorial.errors import (
     ShortErrorParser,
-    UserError,
     check_config_files,
     check_run_values,
     exit_with,
@@ -36,23 +34,9 @@ from lit_tutorial.errors import (
 )
 from lit_tutorial.export import SUBCOMMANDS as EXPORT_SUBCOMMANDS
 from lit_tutorial.export import ExportingTrainer
-from lit_tutorial.launch import RequeueAtStepEnd, SharedRunFolder, check_launch
+from lit_tutorial.launch import RequeueAtStepEnd, SharedRunFolder, check_accelerator, check_launch
 from lit_tutorial.models.base import require_step
 from lit_tutorial.settings import run_settings
-
-DESCRIPTION = (
-    "lit_tutorial: the 'Learning PyTorch with Examples' tutorial rebuilt with PyTorch Lightning, one config per "
-    "step. Subcommands: fit (train), validate, test (per-class accuracy and figures; image steps), predict "
-    "(predictions.csv; image steps), export (ONNX and a plain state_dict; image steps)."
-)
-EPILOG = (
-    "Pass a step config from configs/, e.g. lit-tutorial fit --config configs/step6_optim.yaml; stack overlays from "
-    "configs/overlays/ after it. --ckpt_path last (or best) continues or evaluates the run's saved checkpoint; "
-    "fit --ckpt_path auto continues the run if there is one and starts it otherwise (for job scripts); evaluating "
-    "the untrained "
-    "weights takes --ckpt_path initial; fit --overwrite replaces an earlier run in the same folder. "
-    "lit-tutorial <subcommand> --help lists every key."
-)
 
 
 class LitTutorialCLI(LightningCLI):
@@ -107,14 +91,7 @@ class LitTutorialCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        accelerator = str(config.trainer.accelerator)
-        cuda = torch.cuda.is_available()
-        if not cuda:
-            _plain_cuda_check()
-        has_gpu = cuda or (accelerator == "gpu" and torch.backends.mps.is_available())
-        if accelerator in ("gpu", "cuda") and not has_gpu:
-            raise UserError(f"trainer.accelerator is {accelerator} but this machine has no usable GPU; drop the GPU "
-                            "overlay (configs/overlays/gpu.yaml) or pass --trainer.accelerator=cpu.")
+        check_accelerator(str(config.trainer.accelerator))
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """The config's trainer, plus the project's defaults where the user set nothing of their own: resumable
@@ -139,31 +116,14 @@ class LitTutorialCLI(LightningCLI):
         return self.record.trainer
 
     def after_fit(self) -> None:
-        self._print_written(checkpoint_dir(self.trainer.default_root_dir), self.folder.out)
+        run_folder.print_written(self.trainer, self.started, checkpoint_dir(self.trainer.default_root_dir),
+                                 self.folder.out)
 
     def after_validate(self) -> None:
-        self._print_written(self.folder.out)
+        run_folder.print_written(self.trainer, self.started, self.folder.out)
 
     after_test = after_predict = after_export = after_validate
 
-    def _print_written(self, *folders: Path) -> None:
-        """The last lines of a command: every file it wrote, so none has to be searched for."""
-        if not self.trainer.is_global_zero:
-            return
-        written = sorted(p for folder in folders if Path(folder).is_dir() for p in Path(folder).rglob("*")
-                         if p.is_file() and p.stat().st_mtime >= self.started - 1 and not p.name.endswith(".tmp"))
-        if written:
-            print("\nlit_tutorial: wrote\n" + "\n".join(f"  {p}" for p in written))
-
-
-def _plain_cuda_check() -> None:
-    """On a machine without a CUDA GPU, let ``torch.cuda.is_available()`` answer from its cached result again.
-
-    Importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` so that looking for GPUs never initialises CUDA in
-    a process that may fork. Without a GPU there is nothing to protect, and each check then retries loading NVML,
-    which torch's Adam and Adadelta do on every step.
-    """
-    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
 
 def _class_names_of(datamodule: L.LightningDataModule) -> list[str] | None:

@@ -12,6 +12,20 @@ from lightning_utilities.core import rank_zero
 
 from lit_tutorial.internals import set_subcommand_help
 
+# What ``lit-tutorial --help`` says above and below its list of options.
+DESCRIPTION = (
+    "lit_tutorial: the 'Learning PyTorch with Examples' tutorial rebuilt with PyTorch Lightning, one config per "
+    "step. Subcommands: fit (train), validate, test (per-class accuracy and figures; image steps), predict "
+    "(predictions.csv; image steps), export (ONNX and a plain state_dict; image steps)."
+)
+EPILOG = (
+    "Pass a step config from configs/, e.g. lit-tutorial fit --config configs/step6_optim.yaml; stack overlays from "
+    "configs/overlays/ after it. --ckpt_path last (or best) continues or evaluates the run's saved checkpoint; "
+    "fit --ckpt_path auto continues the run if there is one and starts it otherwise (for job scripts); evaluating "
+    "the untrained weights takes --ckpt_path initial; fit --overwrite replaces an earlier run in the same folder. "
+    "lit-tutorial <subcommand> --help lists every key."
+)
+
 #: The help line of each subcommand in ``lit-tutorial --help``. LightningCLI takes the first line of the Trainer
 #: method's docstring, which Lightning wraps mid-sentence.
 SUBCOMMAND_HELP = {

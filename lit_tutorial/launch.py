@@ -7,7 +7,6 @@ rank 0's run folder, and it keeps a SLURM requeue checkpoint at a step boundary.
 filesystems without ``flock``. See docs/several-machines.md.
 """
 
-import errno
 import os
 import signal
 import socket
@@ -16,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import lightning as L
+import torch
 from jsonargparse import Namespace
 from lightning.fabric.plugins.environments import (
     LightningEnvironment,
@@ -170,50 +170,22 @@ class RequeueAtStepEnd(L.Callback):
 
 
 # What ``fcntl.flock`` raises on a filesystem that does not support it (some network and FUSE filesystems).
-NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
+def check_accelerator(accelerator: str) -> None:
+    """``accelerator: gpu`` (the GPU overlay) on a machine without a usable GPU: one sentence, not Lightning's."""
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        _plain_cuda_check()
+    has_gpu = cuda or (accelerator == "gpu" and torch.backends.mps.is_available())
+    if accelerator in ("gpu", "cuda") and not has_gpu:
+        raise UserError(f"trainer.accelerator is {accelerator} but this machine has no usable GPU; drop the GPU "
+                        "overlay (configs/overlays/gpu.yaml) or pass --trainer.accelerator=cpu.")
 
 
-class OwnerFileLock:
-    """The run lock where ``flock`` is not supported: a file created only if absent, naming host and process.
+def _plain_cuda_check() -> None:
+    """On a machine without a CUDA GPU, let ``torch.cuda.is_available()`` answer from its cached result again.
 
-    A run killed on this host leaves it behind; the next run on this host sees that process gone and takes over.
-    A file left by a run killed on another host cannot be checked from here: the refusal says to delete it.
+    Importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` so that looking for GPUs never initialises CUDA in
+    a process that may fork. Without a GPU there is nothing to protect, and each check then retries loading NVML,
+    which torch's Adam and Adadelta do on every step.
     """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def acquire(self, why: OSError) -> "OwnerFileLock":
-        if why.errno not in NO_FLOCK:
-            raise why
-        me = f"{socket.gethostname()} {os.getpid()}"
-        for _ in range(2):
-            try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                host, _, pid = self.path.read_text().partition(" ")
-                if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
-                    break
-                self.path.unlink(missing_ok=True)  # left by a killed run on this host
-                continue
-            with os.fdopen(descriptor, "w") as file:
-                file.write(me)
-            return self
-        raise UserError(
-            f"another fit is writing into {self.path.parent} (process {pid or '?'} on host {host or '?'}); this "
-            f"filesystem has no flock, so {self.path} marks the folder in use: wait for that run to finish, or "
-            "delete the file if no run uses the folder any more."
-        )
-
-    def close(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
+    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)

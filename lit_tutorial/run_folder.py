@@ -13,12 +13,10 @@ was, and an evaluation never deletes.
 """
 
 import errno
-import fcntl
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import lightning as L
 import torch
@@ -27,7 +25,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_tutorial.checkpointing import ResumeCheckpoint, checkpoint_dir, resolve_checkpoint
 from lit_tutorial.errors import UserError, require_short_names
-from lit_tutorial.launch import OwnerFileLock
+from lit_tutorial.lock import RunLock
 from lit_tutorial.settings import EVALUATION_SETTINGS, check_same_settings
 
 EVALUATIONS = ("validate", "test", "predict", "export")
@@ -224,54 +222,6 @@ def is_launching_process() -> bool:
     return all(os.environ.get(var, "0") == "0" for var in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
 
 
-class RunLock:
-    """Only one ``fit`` at a time may write into a run folder: an exclusive lock on ``<root>/.lock``.
-
-    The operating system drops the lock when its process ends, however it ends, so a killed run never leaves it
-    stuck. Held by the process the user started (DDP's global rank 0).
-    """
-
-    def __init__(self, root: str | Path) -> None:
-        self.path = Path(root) / ".lock"
-        self._file: IO | OwnerFileLock | None = None
-
-    def acquire(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "a+")
-        except OSError as error:
-            reason = "a name in it is too long" if error.errno == errno.ENAMETOOLONG else error.strerror
-            raise UserError(f"cannot create {self.path.parent} ({reason}); give a --trainer.default_root_dir that "
-                            "you can write to.") from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise UserError(
-                f"another fit is writing into {self.path.parent} (process {holder}); wait for it to finish, "
-                "or give this run its own --trainer.default_root_dir."
-            ) from None
-        except OSError as error:  # a filesystem without flock (some network disks): a lock file instead
-            handle.close()
-            self._file = OwnerFileLock(self.path.with_suffix(".owner")).acquire(error)
-        else:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
-            self._file = handle
-        # Whatever a killed save left behind: no other process writes here while the lock is held.
-        for stale in checkpoint_dir(self.path.parent).glob("*.tmp"):
-            stale.unlink(missing_ok=True)
-
-    def release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
 # Where a logger writes unless told: the command's folder (``logs/`` for fit, the evaluation's folder otherwise). A
 # placeholder at parse time, filled once the folder is known; a logger picked with ``--trainer.logger=CSVLogger``
 # keeps it, so it needs no ``save_dir`` of its own.
@@ -298,3 +248,13 @@ def default_logger(logger, out: Path):
     if logger is None or logger is True:
         return TensorBoardLogger(save_dir=out.parent, name="", version=out.name, default_hp_metric=False)
     return logger
+
+
+def print_written(trainer: L.Trainer, since: float, *folders: Path) -> None:
+    """The last lines of a command: every file it wrote (since ``since``) in ``folders``, so none is searched for."""
+    if not trainer.is_global_zero:
+        return
+    written = sorted(p for folder in folders if Path(folder).is_dir() for p in Path(folder).rglob("*")
+                     if p.is_file() and p.stat().st_mtime >= since - 1 and not p.name.endswith(".tmp"))
+    if written:
+        print("\nlit_tutorial: wrote\n" + "\n".join(f"  {p}" for p in written))

@@ -19,8 +19,9 @@ import torch
 from fresh_processes import env_with_tests_on_path
 
 from conftest import CONFIGS, quiet_trainer_args, run_cli
-from lit_tutorial import launch, run_folder
-from lit_tutorial.run_folder import RunLock, newest_checkpoint
+from lit_tutorial import launch, lock
+from lit_tutorial.lock import RunLock
+from lit_tutorial.run_folder import newest_checkpoint
 from lit_tutorial.settings import SETTINGS_KEY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -438,24 +439,24 @@ def flock_failing_with(code: int):
 
 @pytest.fixture
 def no_flock(monkeypatch):
-    monkeypatch.setattr(run_folder.fcntl, "flock", flock_failing_with(errno.ENOLCK))
+    monkeypatch.setattr(lock.fcntl, "flock", flock_failing_with(errno.ENOLCK))
     return monkeypatch
 
 
 @pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP])
 def test_a_filesystem_without_flock_gets_a_lock_file(code, no_flock, tmp_path):
-    no_flock.setattr(run_folder.fcntl, "flock", flock_failing_with(code))
+    no_flock.setattr(lock.fcntl, "flock", flock_failing_with(code))
     owner = tmp_path / ".lock.owner"
     first = RunLock(tmp_path)
     first.acquire()
     assert owner.read_text() == f"{socket.gethostname()} {os.getpid()}"
-    with pytest.raises(run_folder.UserError, match=r"another fit is writing into .* \(process \d+ on host"):
+    with pytest.raises(lock.UserError, match=r"another fit is writing into .* \(process \d+ on host"):
         RunLock(tmp_path).acquire()
     first.release()
     assert not owner.exists()
 
     # Another error from flock is not a missing feature: it keeps its traceback.
-    no_flock.setattr(run_folder.fcntl, "flock", flock_failing_with(errno.EBADF))
+    no_flock.setattr(lock.fcntl, "flock", flock_failing_with(errno.EBADF))
     with pytest.raises(OSError, match="Bad file descriptor"):
         RunLock(tmp_path).acquire()
 
