@@ -2,9 +2,11 @@
 ``class_path`` in a step config.
 
 What the project adds to LightningCLI lives beside it, one job per module: ``run_folder.py`` decides where a
-command writes and whether it may (the lock, ``--overwrite``, ``--ckpt_path last|best|auto``), ``settings.py``
-what a checkpoint records of its run, ``checkpointing.py`` how runs are saved, and ``errors.py`` turns a user's
-mistake into one sentence with exit code 2.
+command writes and whether it may (``--overwrite``, ``--ckpt_path last|best|auto``), taking ``lock.py``'s lock
+first; ``settings.py`` is what a checkpoint records of its run; ``checkpointing.py`` how runs are saved;
+``launch.py`` checks a launch (devices, nodes, SLURM) before Lightning starts; ``export.py`` is the ``export``
+subcommand; ``errors.py`` turns a user's mistake into one sentence with exit code 2, and ``console.py`` keeps the
+help and the output readable.
 """
 
 import os
