@@ -207,10 +207,11 @@ def main(args: list[str] | None = None) -> None:
     A command that fails leaves nothing behind: the folders it made are removed, unless a fit had already trained
     (then its checkpoints and logs are the user's)."""
     quiet_known_noise()
-    record = run_folder.CommandRecord()
+    record, finished = run_folder.CommandRecord(), False
     try:
         check_config_files(sys.argv[1:] if args is None else args)
         make_cli(args, record=record)
+        finished = True
     except SIGTERMException:
         print(f"\nlit_tutorial: stopped by SIGTERM; {record.after_sigterm()}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
@@ -221,4 +222,4 @@ def main(args: list[str] | None = None) -> None:
             raise
         exit_with(str(user_error))
     finally:
-        record.release()
+        record.close(finished)

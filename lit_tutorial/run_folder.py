@@ -5,11 +5,14 @@
     ├── checkpoints/<ckpt>-<subcommand>[-N]/   an evaluation of <ckpt>: validate, test, predict, export
     ├── initial-<subcommand>[-N]/              an evaluation of the untrained weights (--ckpt_path initial)
     ├── logs/                                  fit: loggers and config.yaml; a resumed fit continues here
+    ├── .overwritten/                          fit --overwrite: the old run, until the new one has trained
     └── .lock                                  held by the fit writing here
 
 :func:`open_run_folder` decides in a fixed order: read the command, take the lock (fit), check the folder and the
-checkpoint, and only then delete (``--overwrite``) or create anything. A refusal therefore leaves the folder as it
-was, and an evaluation never deletes.
+checkpoint, and only then set aside (``--overwrite``) or create anything. A refusal therefore leaves the folder as
+it was, and an evaluation never deletes. ``--overwrite`` moves the old run into ``.overwritten/`` and deletes it only
+once the new run has trained or finished, so a mistake found later (the data does not fit the model, no GPU) puts
+it back.
 """
 
 import errno
@@ -31,23 +34,46 @@ from lit_tutorial.settings import EVALUATION_SETTINGS, check_same_settings
 
 EVALUATIONS = ("validate", "test", "predict", "export")
 LOGS = "logs"
+OVERWRITTEN = ".overwritten"
 
 
 @dataclass
 class RunFolder:
     """What a command was given of its folder: where it writes (``out``), the checkpoint it starts from, the lock
-    it holds and the folders it made (removed again by :meth:`undo` if it fails before training anything)."""
+    it holds, the folders it made and the old run it set aside (``--overwrite``): :meth:`undo` removes the first
+    and puts back the second if the command fails before training anything."""
 
     root: Path
     out: Path
     ckpt_path: str | None = None
     made: list[Path] = field(default_factory=list)
     lock: "RunLock | None" = None
+    set_aside: list[Path] = field(default_factory=list)
 
     def undo(self) -> None:
         for folder in reversed(self.made):
             shutil.rmtree(folder, ignore_errors=True)
         self.made = []
+        for old in self.set_aside:
+            os.replace(self.root / OVERWRITTEN / old.name, old)
+        self.set_aside = []
+
+    def set_old_run_aside(self) -> None:
+        """``--overwrite``: move the old run's files into ``.overwritten/`` (renames: nothing is copied)."""
+        aside = self.root / OVERWRITTEN
+        shutil.rmtree(aside, ignore_errors=True)  # left by an overwrite killed before its run trained
+        self.set_aside = [p for p in (checkpoint_dir(self.root), self.root / LOGS, *self.root.glob("hpc_ckpt_*.ckpt"))
+                          if p.exists()]
+        if self.set_aside:
+            aside.mkdir()
+        for old in self.set_aside:
+            os.replace(old, aside / old.name)
+
+    def drop_old_run(self) -> None:
+        """The new run has trained or finished: the old run it replaces is deleted."""
+        if self.set_aside:
+            shutil.rmtree(self.root / OVERWRITTEN, ignore_errors=True)
+            self.set_aside = []
 
     def release(self) -> None:
         if self.lock is not None:
@@ -69,9 +95,17 @@ class CommandRecord:
         if self.folder is not None and not (self.subcommand == "fit" and trained):
             self.folder.undo()
 
-    def release(self) -> None:
-        if self.folder is not None:
-            self.folder.release()
+    def close(self, finished: bool) -> None:
+        """At the command's end, however it ends: a fit that finished or trained replaces the run it overwrote; any
+        other command that did not finish (Ctrl-C) is undone. Then the lock is released."""
+        if self.folder is None:
+            return
+        trained = self.trainer is not None and self.trainer.global_step > 0
+        if finished or (self.subcommand == "fit" and trained):
+            self.folder.drop_old_run()
+        else:
+            self.undo()
+        self.folder.release()
 
     def after_sigterm(self) -> str:
         """What a SIGTERM left behind and how to go on, as the rest of a sentence."""
@@ -111,8 +145,7 @@ def open_run_folder(subcommand: str, root: Path, ckpt_path: str | None, overwrit
     try:
         folder.ckpt_path = _fit_checkpoint(root, ckpt_path, overwrite, settings, fast_dev_run)
         if overwrite and writes:
-            for old in (checkpoint_dir(root), root / LOGS):
-                shutil.rmtree(old, ignore_errors=True)
+            folder.set_old_run_aside()
         if writes:
             _make(folder, folder.out, "give a --trainer.default_root_dir that you can write to")
     except BaseException:

@@ -1,0 +1,27 @@
+"""Mistakes a hostile but realistic user makes with the run folder, each through the CLI: none may lose a run."""
+
+from pathlib import Path
+
+from conftest import CONFIGS, quiet_trainer_args, run_cli
+
+STEP6 = ["--config", str(CONFIGS / "step6_optim.yaml"), "--data.init_args.steps=20"]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_that_fails_before_training_keeps_the_old_run(tmp_path, capsys):
+    assert run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)])[0] == 0
+    (tmp_path / "hpc_ckpt_1.ckpt").write_bytes((tmp_path / "checkpoints" / "last.ckpt").read_bytes())
+    before = _files(tmp_path)
+    # A mistake found only once the classes are built: the data does not fit the model; no GPU.
+    for mistake, says in (("--data.init_args.d_in=500", "the model maps 1000 inputs"),
+                          ("--trainer.accelerator=gpu", "no usable GPU")):
+        code, err = run_cli(["fit", *STEP6, mistake, "--overwrite", *quiet_trainer_args(tmp_path)], capsys)
+        assert code == 2 and says in err, err
+        assert _files(tmp_path) == before
+    # Once the new run trains, the old one is gone, its SLURM-requeue checkpoint too.
+    assert run_cli(["fit", *STEP6, "--data.init_args.steps=5", "--overwrite", *quiet_trainer_args(tmp_path)])[0] == 0
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.ckpt")) == ["checkpoints/last.ckpt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "checkpoints", "logs"]
