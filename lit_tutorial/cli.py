@@ -95,7 +95,7 @@ class LitTutorialCLI(LightningCLI):
             config.ckpt_path = self.folder.ckpt_path
         else:  # run=False: the caller fits with the trainer as with a plain Trainer, unguarded by the lock
             self.folder.release()
-        run_folder.point_loggers_at(config.trainer, self.folder.out)
+        self.pointed_loggers = run_folder.point_loggers_at(config.trainer, self.folder.out)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -126,6 +126,7 @@ class LitTutorialCLI(LightningCLI):
             plugins = [*plugins, AtomicCheckpointIO()]
         logger = run_folder.default_logger(trainer.get("logger"), self.folder.out)
         self.record.trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, logger=logger, **kwargs)
+        run_folder.unpoint_loggers(self.pointed_loggers)
         return self.record.trainer
 
     def after_fit(self) -> None:

@@ -297,14 +297,27 @@ DEFAULT_LOGGER = {
 }
 
 
-def point_loggers_at(trainer: Namespace, out: Path) -> None:
-    """Point every logger whose ``save_dir`` is still :data:`RUN_DIR` at ``out`` itself (no version folders)."""
+def point_loggers_at(trainer: Namespace, out: Path) -> list[tuple[Namespace, Namespace]]:
+    """Point every logger whose ``save_dir`` is still :data:`RUN_DIR` at ``out`` itself (no version folders).
+
+    Returns each logger's settings and a copy of them as they were: once the loggers are built, the config that
+    ``config.yaml`` records gets the placeholder back (:func:`unpoint_loggers`), so a run started from another
+    run's ``config.yaml`` logs into its own folder, not into the other run's."""
     loggers = trainer.get("logger")
+    changed = []
     for logger in loggers if isinstance(loggers, list) else [loggers]:
         if isinstance(logger, Namespace) and logger.get("init_args.save_dir") == RUN_DIR:
+            changed.append((logger.init_args, logger.init_args.clone()))
             logger.init_args.save_dir = str(out.parent)
             if logger.class_path.rsplit(".", 1)[-1] in ("TensorBoardLogger", "CSVLogger"):
                 logger.init_args.name, logger.init_args.version = "", out.name
+    return changed
+
+
+def unpoint_loggers(changed: list[tuple[Namespace, Namespace]]) -> None:
+    """Undo :func:`point_loggers_at` in the config, after the loggers were built from it."""
+    for settings, before in changed:
+        settings.update(before)
 
 
 def default_logger(logger, out: Path):

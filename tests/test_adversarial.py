@@ -25,3 +25,14 @@ def test_overwrite_that_fails_before_training_keeps_the_old_run(tmp_path, capsys
     assert run_cli(["fit", *STEP6, "--data.init_args.steps=5", "--overwrite", *quiet_trainer_args(tmp_path)])[0] == 0
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.ckpt")) == ["checkpoints/last.ckpt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "checkpoints", "logs"]
+
+
+def test_a_run_started_from_another_runs_saved_config_logs_into_its_own_folder(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run_cli(["fit", *STEP6, *quiet_trainer_args(first)])[0] == 0
+    before = _files(first)
+    # The saved config.yaml is the natural way to repeat a run elsewhere.
+    assert run_cli(["fit", "--config", str(first / "logs" / "config.yaml"), *quiet_trainer_args(second)])[0] == 0
+    assert _files(first) == before
+    assert {"config.yaml", "hparams.yaml"} <= {p.name for p in (second / "logs").iterdir()}
+    assert "<trainer.default_root_dir>" in (second / "logs" / "config.yaml").read_text()
