@@ -2,9 +2,13 @@
 
 from pathlib import Path
 
+import lightning as L
+
 from conftest import CONFIGS, quiet_trainer_args, run_cli
 
 STEP6 = ["--config", str(CONFIGS / "step6_optim.yaml"), "--data.init_args.steps=20"]
+DIGITS = ["--config", str(CONFIGS / "step10_digits.yaml"), "--trainer.max_epochs=1",
+          "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1"]
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -36,3 +40,15 @@ def test_a_run_started_from_another_runs_saved_config_logs_into_its_own_folder(t
     assert _files(first) == before
     assert {"config.yaml", "hparams.yaml"} <= {p.name for p in (second / "logs").iterdir()}
     assert "<trainer.default_root_dir>" in (second / "logs" / "config.yaml").read_text()
+
+
+class CtrlCInTest(L.Callback):
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_an_evaluation_leaves_no_half_written_folder(tmp_path):
+    root = tmp_path / "run"
+    code, _ = run_cli(["test", *DIGITS, "--ckpt_path", "initial", "--trainer.callbacks+=test_adversarial.CtrlCInTest",
+                       *quiet_trainer_args(root)])
+    assert code == 1 and not root.exists()
