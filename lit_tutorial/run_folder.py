@@ -170,6 +170,7 @@ def _fit_checkpoint(root: Path, ckpt_path: str | None, overwrite: bool, settings
         if not _is_inside(path, root) and holds_a_run(root):  # continuing another run here would replace this one
             raise UserError(f"{root} holds the checkpoints of another run, and {path} is not one of them; give the "
                             "continuation its own --trainer.default_root_dir.")
+        _refuse_to_replace_a_later_last(root, path, checkpoint["global_step"])
         check_same_settings(path, checkpoint, settings, "resume from")
         return str(path)
     if holds_a_run(root) and not overwrite and not fast_dev_run:
@@ -179,6 +180,21 @@ def _fit_checkpoint(root: Path, ckpt_path: str | None, overwrite: bool, settings
             "logs first."
         )
     return None
+
+
+def _refuse_to_replace_a_later_last(root: Path, path: Path, step: int) -> None:
+    """A fit from an earlier checkpoint (``best``, a copy) rewrites ``last.ckpt``: not while it holds a later step."""
+    last = checkpoint_dir(root) / "last.ckpt"
+    if not last.is_file() or os.path.samefile(last, path):
+        return
+    try:
+        later = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+    except Exception:  # a damaged last.ckpt holds nothing to keep
+        return
+    if later > step:
+        raise UserError(f"{last} holds optimizer step {later}, later than {path.name}'s {step}, and continuing from "
+                        f"{path.name} here would replace it; give the continuation its own "
+                        "--trainer.default_root_dir.")
 
 
 def _evaluation(subcommand: str, root: Path, ckpt_path: str | None, overwrite: bool, settings: dict,

@@ -52,3 +52,18 @@ def test_ctrl_c_in_an_evaluation_leaves_no_half_written_folder(tmp_path):
     code, _ = run_cli(["test", *DIGITS, "--ckpt_path", "initial", "--trainer.callbacks+=test_adversarial.CtrlCInTest",
                        *quiet_trainer_args(root)])
     assert code == 1 and not root.exists()
+
+
+def test_continuing_from_an_earlier_checkpoint_never_replaces_a_later_last(tmp_path, capsys):
+    assert run_cli(["fit", *STEP6, *quiet_trainer_args(tmp_path)])[0] == 0
+    early = tmp_path / "checkpoints" / "early.ckpt"
+    early.write_bytes((tmp_path / "checkpoints" / "last.ckpt").read_bytes())
+    more = ["--ckpt_path", "auto", "--trainer.max_epochs=2", *quiet_trainer_args(tmp_path)]
+    assert run_cli(["fit", *STEP6, *more])[0] == 0
+    before = _files(tmp_path)
+    code, err = run_cli(["fit", *STEP6, "--ckpt_path", str(early), "--trainer.max_epochs=3",
+                         *quiet_trainer_args(tmp_path)], capsys)
+    assert code == 2 and "last.ckpt holds optimizer step 40, later than" in err, err
+    assert _files(tmp_path) == before
+    # Into a folder of its own, the branch is welcome.
+    assert run_cli(["fit", *STEP6, "--ckpt_path", str(early), *quiet_trainer_args(tmp_path / "branch")])[0] == 0
