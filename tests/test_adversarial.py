@@ -67,3 +67,11 @@ def test_continuing_from_an_earlier_checkpoint_never_replaces_a_later_last(tmp_p
     assert _files(tmp_path) == before
     # Into a folder of its own, the branch is welcome.
     assert run_cli(["fit", *STEP6, "--ckpt_path", str(early), *quiet_trainer_args(tmp_path / "branch")])[0] == 0
+
+
+def test_a_moved_run_still_keeps_one_best_checkpoint(tmp_path):
+    assert run_cli(["fit", *DIGITS, *quiet_trainer_args(tmp_path / "a")])[0] == 0
+    (tmp_path / "a").rename(tmp_path / "b")  # copied off a cluster, renamed
+    more = ["--ckpt_path", "last", "--trainer.max_epochs=3", *quiet_trainer_args(tmp_path / "b")]
+    assert run_cli(["fit", *DIGITS, *more])[0] == 0
+    assert len(list((tmp_path / "b" / "checkpoints").glob("best*.ckpt"))) == 1
