@@ -54,9 +54,11 @@ class RunFolder:
         for folder in reversed(self.made):
             shutil.rmtree(folder, ignore_errors=True)
         self.made = []
-        for old in self.set_aside:
-            os.replace(self.root / OVERWRITTEN / old.name, old)
-        self.set_aside = []
+        if self.set_aside:
+            for old in self.set_aside:
+                os.replace(self.root / OVERWRITTEN / old.name, old)
+            (self.root / OVERWRITTEN).rmdir()
+            self.set_aside = []
 
     def set_old_run_aside(self) -> None:
         """``--overwrite``: move the old run's files into ``.overwritten/`` (renames: nothing is copied)."""

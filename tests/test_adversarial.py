@@ -24,7 +24,7 @@ def test_overwrite_that_fails_before_training_keeps_the_old_run(tmp_path, capsys
                           ("--trainer.accelerator=gpu", "no usable GPU")):
         code, err = run_cli(["fit", *STEP6, mistake, "--overwrite", *quiet_trainer_args(tmp_path)], capsys)
         assert code == 2 and says in err, err
-        assert _files(tmp_path) == before
+        assert _files(tmp_path) == before and not (tmp_path / ".overwritten").exists()
     # Once the new run trains, the old one is gone, its SLURM-requeue checkpoint too.
     assert run_cli(["fit", *STEP6, "--data.init_args.steps=5", "--overwrite", *quiet_trainer_args(tmp_path)])[0] == 0
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.ckpt")) == ["checkpoints/last.ckpt"]
