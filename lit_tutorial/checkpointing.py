@@ -4,6 +4,7 @@ The folder they live in is ``run_folder.py``'s.
 """
 
 import json
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,31 @@ class ResumeCheckpoint(Checkpoint):
             torch.set_rng_state(checkpoint["torch_rng_state"])
         if "cuda_rng_states" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng_states"])
+        follow_a_moved_run(trainer, checkpoint)
+
+
+def follow_a_moved_run(trainer: L.Trainer, checkpoint: dict) -> None:
+    """A run folder moved or renamed since ``checkpoint`` was saved in it: the states of the ``ModelCheckpoint``s
+    that save beside ``last.ckpt`` get the new folder, so the best score and file are remembered (Lightning forgets
+    both when the folder's path has changed, and a second ``best`` file appears). Runs before callbacks load states."""
+    new = os.path.realpath(checkpoint_dir(trainer.default_root_dir))
+    if trainer.ckpt_path is None or os.path.dirname(os.path.realpath(trainer.ckpt_path)) != new:
+        return  # another run's checkpoint: its files are not this run's to replace
+    for callback in trainer.checkpoint_callbacks:
+        state = checkpoint.get("callbacks", {}).get(callback.state_key)
+        old = state.get("dirpath") if isinstance(state, dict) else None
+        if getattr(callback, "dirpath", None) != new or not old or old == new:
+            continue
+
+        def moved(path: str, old: str = old) -> str:
+            return os.path.join(new, os.path.relpath(path, old)) if path.startswith(old + os.sep) else path
+
+        state["dirpath"] = new
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if state.get(key):
+                state[key] = moved(state[key])
+        if "best_k_models" in state:
+            state["best_k_models"] = {moved(p): score for p, score in state["best_k_models"].items()}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -89,7 +89,7 @@ class LitTutorialCLI(LightningCLI):
             config.ckpt_path = self.folder.ckpt_path
         else:  # run=False: the caller fits with the trainer as with a plain Trainer, unguarded by the lock
             self.folder.release()
-        run_folder.point_loggers_at(config.trainer, self.folder.out)
+        self.pointed_loggers = run_folder.point_loggers_at(config.trainer, self.folder.out)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -115,6 +115,7 @@ class LitTutorialCLI(LightningCLI):
         with trainer_settings():
             self.record.trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, logger=logger,
                                                               **kwargs)
+        run_folder.unpoint_loggers(self.pointed_loggers)
         return self.record.trainer
 
     def after_fit(self) -> None:
@@ -159,10 +160,11 @@ def main(args: list[str] | None = None) -> None:
     A command that fails leaves nothing behind: the folders it made are removed, unless a fit had already trained
     (then its checkpoints and logs are the user's)."""
     quiet_known_noise()
-    record = run_folder.CommandRecord()
+    record, finished = run_folder.CommandRecord(), False
     try:
         check_config_files(sys.argv[1:] if args is None else args)
         make_cli(args, record=record)
+        finished = True
     except SIGTERMException:
         print(f"\nlit_tutorial: stopped by SIGTERM; {record.after_sigterm()}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
@@ -173,4 +175,4 @@ def main(args: list[str] | None = None) -> None:
             raise
         exit_with(str(user_error))
     finally:
-        record.release()
+        record.close(finished)

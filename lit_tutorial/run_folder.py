@@ -5,11 +5,14 @@
     ├── checkpoints/<ckpt>-<subcommand>[-N]/   an evaluation of <ckpt>: validate, test, predict, export
     ├── initial-<subcommand>[-N]/              an evaluation of the untrained weights (--ckpt_path initial)
     ├── logs/                                  fit: loggers and config.yaml; a resumed fit continues here
+    ├── .overwritten/                          fit --overwrite: the old run, until the new one has trained
     └── .lock                                  held by the fit writing here
 
 :func:`open_run_folder` decides in a fixed order: read the command, take the lock (fit), check the folder and the
-checkpoint, and only then delete (``--overwrite``) or create anything. A refusal therefore leaves the folder as it
-was, and an evaluation never deletes.
+checkpoint, and only then set aside (``--overwrite``) or create anything. A refusal therefore leaves the folder as
+it was, and an evaluation never deletes. ``--overwrite`` moves the old run into ``.overwritten/`` and deletes it only
+once the new run has trained or finished, so a mistake found later (the data does not fit the model, no GPU) puts
+it back.
 """
 
 import errno
@@ -30,23 +33,48 @@ from lit_tutorial.settings import EVALUATION_SETTINGS, check_same_settings
 
 EVALUATIONS = ("validate", "test", "predict", "export")
 LOGS = "logs"
+OVERWRITTEN = ".overwritten"
 
 
 @dataclass
 class RunFolder:
     """What a command was given of its folder: where it writes (``out``), the checkpoint it starts from, the lock
-    it holds and the folders it made (removed again by :meth:`undo` if it fails before training anything)."""
+    it holds, the folders it made and the old run it set aside (``--overwrite``): :meth:`undo` removes the first
+    and puts back the second if the command fails before training anything."""
 
     root: Path
     out: Path
     ckpt_path: str | None = None
     made: list[Path] = field(default_factory=list)
     lock: "RunLock | None" = None
+    set_aside: list[Path] = field(default_factory=list)
 
     def undo(self) -> None:
         for folder in reversed(self.made):
             shutil.rmtree(folder, ignore_errors=True)
         self.made = []
+        if self.set_aside:
+            for old in self.set_aside:
+                os.replace(self.root / OVERWRITTEN / old.name, old)
+            (self.root / OVERWRITTEN).rmdir()
+            self.set_aside = []
+
+    def set_old_run_aside(self) -> None:
+        """``--overwrite``: move the old run's files into ``.overwritten/`` (renames: nothing is copied)."""
+        aside = self.root / OVERWRITTEN
+        shutil.rmtree(aside, ignore_errors=True)  # left by an overwrite killed before its run trained
+        self.set_aside = [p for p in (checkpoint_dir(self.root), self.root / LOGS, *self.root.glob(HPC_CHECKPOINTS))
+                          if p.exists()]
+        if self.set_aside:
+            aside.mkdir()
+        for old in self.set_aside:
+            os.replace(old, aside / old.name)
+
+    def drop_old_run(self) -> None:
+        """The new run has trained or finished: the old run it replaces is deleted."""
+        if self.set_aside:
+            shutil.rmtree(self.root / OVERWRITTEN, ignore_errors=True)
+            self.set_aside = []
 
     def release(self) -> None:
         if self.lock is not None:
@@ -68,9 +96,17 @@ class CommandRecord:
         if self.folder is not None and not (self.subcommand == "fit" and trained):
             self.folder.undo()
 
-    def release(self) -> None:
-        if self.folder is not None:
-            self.folder.release()
+    def close(self, finished: bool) -> None:
+        """At the command's end, however it ends: a fit that finished or trained replaces the run it overwrote; any
+        other command that did not finish (Ctrl-C) is undone. Then the lock is released."""
+        if self.folder is None:
+            return
+        trained = self.trainer is not None and self.trainer.global_step > 0
+        if finished or (self.subcommand == "fit" and trained):
+            self.folder.drop_old_run()
+        else:
+            self.undo()
+        self.folder.release()
 
     def after_sigterm(self) -> str:
         """What a SIGTERM left behind and how to go on, as the rest of a sentence."""
@@ -111,10 +147,7 @@ def open_run_folder(subcommand: str, root: Path, ckpt_path: str | None, overwrit
     try:
         folder.ckpt_path = _fit_checkpoint(root, ckpt_path, overwrite, settings, fast_dev_run)
         if overwrite and writes:
-            for old in (checkpoint_dir(root), root / LOGS):
-                shutil.rmtree(old, ignore_errors=True)
-            for old in root.glob(HPC_CHECKPOINTS):  # Lightning would resume from them under SLURM
-                old.unlink()
+            folder.set_old_run_aside()
         if writes:
             _make(folder, folder.out, "give a --trainer.default_root_dir that you can write to")
     except BaseException:
@@ -143,6 +176,7 @@ def _fit_checkpoint(root: Path, ckpt_path: str | None, overwrite: bool, settings
         if not _is_inside(path, root) and holds_a_run(root):  # continuing another run here would replace this one
             raise UserError(f"{root} holds the checkpoints of another run, and {path} is not one of them; give the "
                             "continuation its own --trainer.default_root_dir.")
+        _refuse_to_replace_a_later_last(root, path, checkpoint["global_step"])
         check_same_settings(path, checkpoint, settings, "resume from")
         return str(path)
     if holds_a_run(root) and not overwrite and not fast_dev_run:
@@ -152,6 +186,21 @@ def _fit_checkpoint(root: Path, ckpt_path: str | None, overwrite: bool, settings
             "logs first."
         )
     return None
+
+
+def _refuse_to_replace_a_later_last(root: Path, path: Path, step: int) -> None:
+    """A fit from an earlier checkpoint (``best``, a copy) rewrites ``last.ckpt``: not while it holds a later step."""
+    last = checkpoint_dir(root) / "last.ckpt"
+    if not last.is_file() or os.path.samefile(last, path):
+        return
+    try:
+        later = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+    except Exception:  # a damaged last.ckpt holds nothing to keep
+        return
+    if later > step:
+        raise UserError(f"{last} holds optimizer step {later}, later than {path.name}'s {step}, and continuing from "
+                        f"{path.name} here would replace it; give the continuation its own "
+                        "--trainer.default_root_dir.")
 
 
 def _evaluation(subcommand: str, root: Path, ckpt_path: str | None, overwrite: bool, settings: dict,
@@ -233,14 +282,27 @@ DEFAULT_LOGGER = {
 }
 
 
-def point_loggers_at(trainer: Namespace, out: Path) -> None:
-    """Point every logger whose ``save_dir`` is still :data:`RUN_DIR` at ``out`` itself (no version folders)."""
+def point_loggers_at(trainer: Namespace, out: Path) -> list[tuple[Namespace, Namespace]]:
+    """Point every logger whose ``save_dir`` is still :data:`RUN_DIR` at ``out`` itself (no version folders).
+
+    Returns each logger's settings and a copy of them as they were: once the loggers are built, the config that
+    ``config.yaml`` records gets the placeholder back (:func:`unpoint_loggers`), so a run started from another
+    run's ``config.yaml`` logs into its own folder, not into the other run's."""
     loggers = trainer.get("logger")
+    changed = []
     for logger in loggers if isinstance(loggers, list) else [loggers]:
         if isinstance(logger, Namespace) and logger.get("init_args.save_dir") == RUN_DIR:
+            changed.append((logger.init_args, logger.init_args.clone()))
             logger.init_args.save_dir = str(out.parent)
             if logger.class_path.rsplit(".", 1)[-1] in ("TensorBoardLogger", "CSVLogger"):
                 logger.init_args.name, logger.init_args.version = "", out.name
+    return changed
+
+
+def unpoint_loggers(changed: list[tuple[Namespace, Namespace]]) -> None:
+    """Undo :func:`point_loggers_at` in the config, after the loggers were built from it."""
+    for settings, before in changed:
+        settings.update(before)
 
 
 def default_logger(logger, out: Path):
