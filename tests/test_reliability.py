@@ -124,13 +124,16 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, caps
                          *quiet_trainer_args(tmp_path)], capsys)
     line = _error_line(err)
     assert code == 2 and "the loss is nan at epoch 1, batch 5 (optimizer step 25)" in line, line
+    assert "the last checkpoint was kept" in line
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 20 and all(torch.isfinite(t).all() for t in last["state_dict"].values())
 
     # A learning rate far too large: stopped at once, before the weights take the update.
     code, err = run_cli([*step5, "--model.init_args.optimizer.init_args.lr=1.0e4",
                          *quiet_trainer_args(tmp_path / "diverging")], capsys)
-    assert code == 2 and re.search(r"the loss is (nan|inf) at epoch 0, batch \d+", _error_line(err))
+    line = _error_line(err)
+    assert code == 2 and re.search(r"the loss is (nan|inf) at epoch 0, batch \d+", line)
+    assert "no checkpoint had been written yet" in line and "checkpoint was kept" not in line  # none was saved
 
 
 def test_gpu_overlay_without_gpu_is_one_sentence(tmp_path, capsys):

@@ -7,6 +7,7 @@ import math
 import lightning as L
 import torch
 
+from lit_tutorial.checkpointing import checkpoint_dir
 from lit_tutorial.errors import UserError
 from lit_tutorial.internals import FastHookNameMixin
 
@@ -125,10 +126,11 @@ class TutorialModule(FastHookNameMixin, L.LightningModule):
                           "--trainer.precision=32-true or a mixed precision (16-mixed, bf16-mixed)")
             else:
                 advice = "lower the learning rate and run again"
+            saved = checkpoint_dir(self.trainer.default_root_dir) / "last.ckpt"
+            kept = "the last checkpoint was kept" if saved.is_file() else "no checkpoint had been written yet"
             raise UserError(
                 f"the loss is {value} at epoch {self.current_epoch}, batch {batch_idx} (optimizer step "
-                f"{self.global_step}); training stopped before that update and the last checkpoint was kept: "
-                f"{advice}."
+                f"{self.global_step}); training stopped before that update and {kept}: {advice}."
             )
         return value
 
