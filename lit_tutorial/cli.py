@@ -4,9 +4,9 @@
 What the project adds to LightningCLI lives beside it, one job per module: ``run_folder.py`` decides where a
 command writes and whether it may (``--overwrite``, ``--ckpt_path last|best|auto``), taking ``lock.py``'s lock
 first; ``settings.py`` is what a checkpoint records of its run; ``checkpointing.py`` how runs are saved;
-``launch.py`` checks a launch (devices, nodes, SLURM) before Lightning starts; ``export.py`` is the ``export``
-subcommand; ``errors.py`` turns a user's mistake into one sentence with exit code 2, and ``console.py`` keeps the
-help and the output readable.
+``logs.py`` where its loggers write; ``launch.py`` checks a launch (devices, nodes, SLURM) before Lightning starts;
+``export.py`` is the ``export`` subcommand; ``errors.py`` turns a user's mistake into one sentence with exit code 2,
+and ``console.py`` keeps the help and the output readable.
 """
 
 import os
@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lit_tutorial import run_folder
+from lit_tutorial import logs, run_folder
 from lit_tutorial.callbacks import StopOnSigterm, TidyProgressBar
 from lit_tutorial.checkpointing import AtomicCheckpointIO, ResumeCheckpoint, checkpoint_dir
 from lit_tutorial.console import DESCRIPTION, EPILOG, describe_subcommands, quiet_known_noise
@@ -89,7 +89,7 @@ class LitTutorialCLI(LightningCLI):
             config.ckpt_path = self.folder.ckpt_path
         else:  # run=False: the caller fits with the trainer as with a plain Trainer, unguarded by the lock
             self.folder.release()
-        self.pointed_loggers = run_folder.point_loggers_at(config.trainer, self.folder.out)
+        self.pointed_loggers = logs.point_loggers_at(config.trainer, self.folder.out)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -111,11 +111,11 @@ class LitTutorialCLI(LightningCLI):
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins = [*plugins, AtomicCheckpointIO()]
-        logger = run_folder.default_logger(trainer.get("logger"), self.folder.out)
+        logger = logs.default_logger(trainer.get("logger"), self.folder.out)
         with trainer_settings():
             self.record.trainer = super().instantiate_trainer(callbacks=callbacks, plugins=plugins, logger=logger,
                                                               **kwargs)
-        run_folder.unpoint_loggers(self.pointed_loggers)
+        logs.unpoint_loggers(self.pointed_loggers)
         return self.record.trainer
 
     def after_fit(self) -> None:
@@ -144,7 +144,7 @@ def make_cli(args: list[str] | None = None, run: bool = True,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"deterministic": True, "logger": run_folder.DEFAULT_LOGGER},
+        trainer_defaults={"deterministic": True, "logger": logs.DEFAULT_LOGGER},
         parser_kwargs={"prog": "lit-tutorial", "description": DESCRIPTION, "epilog": EPILOG},
         auto_configure_optimizers=False,
         trainer_class=ExportingTrainer,
