@@ -37,6 +37,7 @@ def run_benchmark(bench_script, monkeypatch, capsys, *args: str) -> list[list[st
     return [[cell.strip() for cell in row] for row in rows]
 
 
+@pytest.mark.slow  # a full-length run: `python -m pytest -m slow`
 def test_benchmark_times_every_regression_step_beside_its_hand_loop(bench_script, monkeypatch, capsys):
     rows = run_benchmark(bench_script, monkeypatch, capsys,
                          "--workloads", "regression", "--iterations", "6", "--regression-repeats", "1")
@@ -55,6 +56,7 @@ def test_lightning_alone_keeps_each_steps_precision_and_accumulation(bench_scrip
     assert step5_1.trainer.loggers == [] and not list(tmp_path.rglob("*.ckpt"))
 
 
+@pytest.mark.slow  # a full-length run: `python -m pytest -m slow`
 def test_benchmark_times_the_image_workloads_beside_the_tutorials_pipeline(bench_script, monkeypatch, capsys):
     rows = run_benchmark(bench_script, monkeypatch, capsys, "--workloads", "cifar10_b4,cifar10_b256,mnist",
                          "--images-b4", "16", "--images-b256", "512", "--mnist-images", "128", "--repeats", "1")

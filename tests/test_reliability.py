@@ -195,6 +195,7 @@ def _finished(run: tuple[Path, subprocess.Popen]) -> tuple[Path, str]:
     return root, out
 
 
+@pytest.mark.slow  # a full-length run: `python -m pytest -m slow`
 def test_ddp_two_processes_per_class_test_accuracy_is_exact(ddp_runs, tiny_vision_root, tmp_path, capsys):
     """21 test images over 2 processes: every image counted once, and the same numbers as one process."""
     _, out = _finished(ddp_runs["test"])
@@ -206,6 +207,7 @@ def test_ddp_two_processes_per_class_test_accuracy_is_exact(ddp_runs, tiny_visio
     assert ddp == _per_class_rows(capsys.readouterr().out)
 
 
+@pytest.mark.slow  # a full-length run: `python -m pytest -m slow`
 def test_ddp_regression_step_equals_one_process(ddp_runs, tmp_path):
     """Every process trains on the same full batch, so averaging their gradients changes nothing: DDP's losses are
     one process's."""

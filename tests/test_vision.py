@@ -337,6 +337,7 @@ def test_mnist_loads_through_torchvision(tiny_vision_root):
     assert datamodule.split("test")[0].dtype == torch.uint8 and len(datamodule.split("test")[0]) == 21
 
 
+@pytest.mark.slow  # a full-length run: `python -m pytest -m slow`
 def test_digits_full_run_reaches_97_percent(tmp_path):
     cli = make_cli(["--config", str(CONFIGS / "step10_digits.yaml"), *quiet_trainer_args(tmp_path)], run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
