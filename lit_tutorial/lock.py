@@ -30,10 +30,9 @@ class RunLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(self.path, "a+")
-        except OSError as error:
-            reason = "a name in it is too long" if error.errno == errno.ENAMETOOLONG else error.strerror
-            raise UserError(f"cannot create {self.path.parent} ({reason}); give a --trainer.default_root_dir that "
-                            "you can write to.") from None
+        except OSError as error:  # a name too long was refused before (errors.require_short_names)
+            raise UserError(f"cannot create {self.path.parent} ({error.strerror}); give a --trainer.default_root_dir "
+                            "that you can write to.") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

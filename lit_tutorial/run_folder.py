@@ -88,10 +88,14 @@ class CommandRecord:
     folder: RunFolder | None = None
     trainer: L.Trainer | None = None
 
+    @property
+    def trained(self) -> bool:
+        """A fit that has taken an optimizer step: its checkpoints and logs are the user's from then on."""
+        return self.subcommand == "fit" and self.trainer is not None and self.trainer.global_step > 0
+
     def undo(self) -> None:
-        """Remove the folders this command made, unless it is a fit that has trained (its logs are the user's)."""
-        trained = self.trainer is not None and self.trainer.global_step > 0
-        if self.folder is not None and not (self.subcommand == "fit" and trained):
+        """Remove the folders this command made, unless it is a fit that has trained."""
+        if self.folder is not None and not self.trained:
             self.folder.undo()
 
     def close(self, finished: bool) -> None:
@@ -99,8 +103,7 @@ class CommandRecord:
         other command that did not finish (Ctrl-C) is undone. Then the lock is released."""
         if self.folder is None:
             return
-        trained = self.trainer is not None and self.trainer.global_step > 0
-        if finished or (self.subcommand == "fit" and trained):
+        if finished or self.trained:
             self.folder.drop_old_run()
         else:
             self.undo()

@@ -42,16 +42,23 @@ def _error_lines(err: str) -> list[str]:
 # --- the sample grid: the tutorial's imshow step ------------------------------------------------------------------
 
 
+def _test_report_figures(data_dir, tmp_path, monkeypatch, test_batch_size: int, sample_images: int):
+    """An untrained LeNet tested on the tiny CIFAR10 files by TestReport; the figures it drew, by file stem."""
+    figures = {}
+    monkeypatch.setattr(plots, "save_png", lambda figure, path: figures.__setitem__(path.stem, figure))
+    datamodule = CIFAR10DataModule(str(data_dir), download=False, batch_size=4, test_batch_size=test_batch_size)
+    torch.manual_seed(0)
+    model = ImageClassifier(LeNet(), class_names=list(datamodule.class_names))
+    _quiet_trainer(tmp_path, callbacks=[TestReport(sample_images=sample_images)]).test(model, datamodule)
+    return figures, datamodule, model
+
+
 def test_sample_grid_captions_each_test_image_with_its_truth_then_the_models_prediction(
         tiny_vision_root, trust_cifar_files, tmp_path, monkeypatch):
     """The tutorial prints ``GroundTruth:`` under the first test images, then ``Predicted:``: each panel shows the
     test image in torchvision's order, its true class first and the model's class for that image second."""
-    figures = {}
-    monkeypatch.setattr(plots, "save_png", lambda figure, path: figures.__setitem__(path.stem, figure))
-    datamodule = CIFAR10DataModule(str(tiny_vision_root), download=False, batch_size=4, test_batch_size=21)
-    torch.manual_seed(0)
-    model = ImageClassifier(LeNet(), class_names=list(datamodule.class_names))
-    _quiet_trainer(tmp_path, callbacks=[TestReport(sample_images=16)]).test(model, datamodule)
+    figures, datamodule, model = _test_report_figures(tiny_vision_root, tmp_path, monkeypatch, test_batch_size=21,
+                                                      sample_images=16)
 
     reference = torchvision.datasets.CIFAR10(tiny_vision_root, train=False)
     images = torch.from_numpy(reference.data[:16]).permute(0, 3, 1, 2)
@@ -314,12 +321,8 @@ def test_confusion_matrix_rows_are_true_classes_and_columns_predicted_ones(
         tiny_vision_root, trust_cifar_files, tmp_path, monkeypatch):
     """Counted here from the labels and the model's outputs: the cell in row t, column p holds the test images of
     class t predicted as p, drawn and written at that place, under axes named so."""
-    figures = {}
-    monkeypatch.setattr(plots, "save_png", lambda figure, path: figures.__setitem__(path.stem, figure))
-    datamodule = CIFAR10DataModule(str(tiny_vision_root), download=False, batch_size=4, test_batch_size=8)
-    torch.manual_seed(0)
-    model = ImageClassifier(LeNet(), class_names=list(datamodule.class_names))
-    _quiet_trainer(tmp_path, callbacks=[TestReport(sample_images=0)]).test(model, datamodule)
+    figures, datamodule, model = _test_report_figures(tiny_vision_root, tmp_path, monkeypatch, test_batch_size=8,
+                                                      sample_images=0)
 
     reference = torchvision.datasets.CIFAR10(tiny_vision_root, train=False)
     with torch.no_grad():
